@@ -1,0 +1,48 @@
+"""Command line: ``python -m arnb list`` and ``python -m arnb run RECIPE [--profile P] [--out DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import PROFILES, setup
+from .recipes import load_all
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="arnb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the recipes")
+    run = sub.add_parser("run", help="run a recipe and write metrics.json and figures")
+    run.add_argument("recipe")
+    run.add_argument("--profile", choices=PROFILES, default=None,
+                     help="run profile (default: $ARNB_PROFILE, else gpu if CUDA else cpu)")
+    run.add_argument("--out", type=Path, default=None, help="output folder (default runs/RECIPE-PROFILE)")
+    run.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    recipes = load_all()
+    if args.command == "list":
+        for r in sorted(recipes.values(), key=lambda r: r.name):
+            print(f"{r.name:28s} {r.description}")
+        return 0
+    if args.recipe not in recipes:
+        parser.error(f"unknown recipe {args.recipe!r}; `python -m arnb list` shows them")
+    s = setup(seed=args.seed, profile=args.profile)
+    out = args.out or Path("runs") / f"{args.recipe}-{s.profile}"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    metrics = recipes[args.recipe].fn(s, out)
+    result = {"recipe": args.recipe, "metrics": metrics, "seconds": round(time.time() - t0, 1),
+              "command": "python -m arnb " + " ".join(sys.argv[1:] if argv is None else argv),
+              **s.record()}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
