@@ -18,9 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the recipes")
     run = sub.add_parser("run", help="run a recipe and write metrics.json and figures")
     run.add_argument("recipe")
-    run.add_argument("--profile", choices=PROFILES, default=None,
-                     help="run profile (default: $ARNB_PROFILE, else gpu if CUDA else cpu)")
-    run.add_argument("--out", type=Path, default=None, help="output folder (default runs/RECIPE-PROFILE)")
+    run.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="run profile (default: $ARNB_PROFILE, else gpu if CUDA else cpu)",
+    )
+    run.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/RECIPE-PROFILE)"
+    )
     run.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -36,9 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     metrics = recipes[args.recipe].fn(s, out)
-    result = {"recipe": args.recipe, "metrics": metrics, "seconds": round(time.time() - t0, 1),
-              "command": "python -m arnb " + " ".join(sys.argv[1:] if argv is None else argv),
-              **s.record()}
+    result = {
+        "recipe": args.recipe,
+        "metrics": metrics,
+        "seconds": round(time.time() - t0, 1),
+        "command": "python -m arnb " + " ".join(sys.argv[1:] if argv is None else argv),
+        **s.record(),
+    }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

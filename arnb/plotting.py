@@ -11,8 +11,14 @@ import torch
 from .train import History
 
 
-def image_grid(images: torch.Tensor, nrow: int = 8, vmax: float | None = None, ax=None,
-               title: str | None = None, pad: int = 1):
+def image_grid(
+    images: torch.Tensor,
+    nrow: int = 8,
+    vmax: float | None = None,
+    ax=None,
+    title: str | None = None,
+    pad: int = 1,
+):
     """Draw ``images (N, C, H, W)`` (C = 1 or 3; ints or floats) as one grid; return the axes.
 
     Pixel values are scaled by ``vmax`` (default: 1 for binary images, 255 for 8-bit ones).
@@ -32,23 +38,37 @@ def image_grid(images: torch.Tensor, nrow: int = 8, vmax: float | None = None, a
         grid[y : y + h, x : x + w] = (images[k] / vmax).clamp(0, 1).permute(1, 2, 0).numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(ncol * 0.6 + 0.5, nrows * 0.6 + 0.5))
-    ax.imshow(grid.squeeze(-1) if c == 1 else grid, cmap="gray" if c == 1 else None,
-              vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(
+        grid.squeeze(-1) if c == 1 else grid,
+        cmap="gray" if c == 1 else None,
+        vmin=0,
+        vmax=1,
+        interpolation="nearest",
+    )
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     return ax
 
 
-def plot_history(history: History, eval_key: str | None = None, ax=None, label: str = "",
-                 ylabel: str = "loss (nats)"):
+def plot_history(
+    history: History,
+    eval_key: str | None = None,
+    ax=None,
+    label: str = "",
+    ylabel: str = "loss (nats)",
+):
     """Training loss per step and, if given, one evaluation metric; return the axes."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(history.step, history.train, alpha=0.6, label=f"{label} train".strip())
     if eval_key and history.eval:
-        ax.plot(history.eval_step, [e[eval_key] for e in history.eval], "o-",
-                label=f"{label} {eval_key}".strip())
+        ax.plot(
+            history.eval_step,
+            [e[eval_key] for e in history.eval],
+            "o-",
+            label=f"{label} {eval_key}".strip(),
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.legend()

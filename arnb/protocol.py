@@ -55,8 +55,9 @@ class ARModule(nn.Module):
         raise NotImplementedError
 
 
-def check_discrete(x: torch.Tensor, num_classes: int, shape: tuple[int, ...] | None = None,
-                   name: str = "x") -> None:
+def check_discrete(
+    x: torch.Tensor, num_classes: int, shape: tuple[int, ...] | None = None, name: str = "x"
+) -> None:
     """Raise a clear error unless ``x`` is an integer tensor with values in ``[0, num_classes)``.
 
     ``shape`` gives the expected trailing dimensions (without the batch dimension).
@@ -69,7 +70,9 @@ def check_discrete(x: torch.Tensor, num_classes: int, shape: tuple[int, ...] | N
             "convert with x.long() if the values are already whole numbers"
         )
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name} must have shape (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape (batch, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+        )
     if x.numel() and (x.min() < 0 or x.max() >= num_classes):
         raise ValueError(
             f"{name} values must lie in [0, {num_classes - 1}], found range "

@@ -14,7 +14,10 @@ import torch
 
 
 def filter_logits(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Temperature, top-k and nucleus (top-p) filtering of ``logits (..., K)``; returns logits.
 
@@ -45,7 +48,9 @@ def filter_logits(
 
 
 def sample_categorical(
-    logits: torch.Tensor, generator: torch.Generator | None = None, uniform: torch.Tensor | None = None
+    logits: torch.Tensor,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one category per row of ``logits (B, K)`` -> ``(B,)`` long, by inverse CDF.
 
@@ -93,7 +98,9 @@ def ancestral_sample(
         if prompt.dim() == 1:
             prompt = prompt.expand(n, -1)
         if prompt.shape[0] != n or prompt.shape[1] > length:
-            raise ValueError(f"prompt must have shape (n={n}, C<={length}), got {tuple(prompt.shape)}")
+            raise ValueError(
+                f"prompt must have shape (n={n}, C<={length}), got {tuple(prompt.shape)}"
+            )
         start = prompt.shape[1]
         x[:, :start] = prompt.to(device)
     steps = range(start, length)

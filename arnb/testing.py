@@ -29,15 +29,19 @@ def all_configurations(dims: int, num_classes: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def total_log_prob(log_prob: Callable[[torch.Tensor], torch.Tensor], configs: torch.Tensor,
-                   batch_size: int = 4096) -> torch.Tensor:
+def total_log_prob(
+    log_prob: Callable[[torch.Tensor], torch.Tensor], configs: torch.Tensor, batch_size: int = 4096
+) -> torch.Tensor:
     """``log sum_x p(x)`` over ``configs (N, ...)``, computed in log space in batches."""
-    parts = [log_prob(configs[i : i + batch_size]).double() for i in range(0, len(configs), batch_size)]
+    parts = [
+        log_prob(configs[i : i + batch_size]).double() for i in range(0, len(configs), batch_size)
+    ]
     return torch.logsumexp(torch.cat(parts), dim=0)
 
 
-def assert_normalized(log_prob: Callable[[torch.Tensor], torch.Tensor], configs: torch.Tensor,
-                      atol: float = 1e-4) -> float:
+def assert_normalized(
+    log_prob: Callable[[torch.Tensor], torch.Tensor], configs: torch.Tensor, atol: float = 1e-4
+) -> float:
     """Assert that the probabilities of all ``configs`` sum to one; return the total mass."""
     total = float(total_log_prob(log_prob, configs).exp())
     assert abs(total - 1.0) < atol, f"probabilities sum to {total:.8f}, not 1"
@@ -58,14 +62,21 @@ def dependency_matrix(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
     rows = []
     for i in range(out.shape[0]):
-        (grad,) = torch.autograd.grad((out[i] * weights[i]).sum(), x, retain_graph=True, allow_unused=True)
-        rows.append(torch.zeros(x.numel(), dtype=torch.bool) if grad is None else (grad != 0).flatten().cpu())
+        (grad,) = torch.autograd.grad(
+            (out[i] * weights[i]).sum(), x, retain_graph=True, allow_unused=True
+        )
+        rows.append(
+            torch.zeros(x.numel(), dtype=torch.bool)
+            if grad is None
+            else (grad != 0).flatten().cpu()
+        )
     return torch.stack(rows)
 
 
 @torch.no_grad()
-def perturbation_dependency(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                            num_classes: int, atol: float = 0.0) -> torch.Tensor:
+def perturbation_dependency(
+    f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, num_classes: int, atol: float = 0.0
+) -> torch.Tensor:
     """Like :func:`dependency_matrix` for token inputs: change each ``x_j`` and see which outputs move.
 
     ``x (D,)`` long; ``f`` maps ``(B, D)`` long to ``(B, D_out, ...)``. Input j is set to every other
@@ -83,29 +94,41 @@ def perturbation_dependency(f: Callable[[torch.Tensor], torch.Tensor], x: torch.
     return dep
 
 
-def assert_causal(dep: torch.Tensor, order: torch.Tensor | None = None, strict: bool = True) -> None:
-    """Assert output i depends only on inputs that come before it in ``order``.
+def assert_causal(
+    dep: torch.Tensor,
+    order: torch.Tensor | None = None,
+    out_order: torch.Tensor | None = None,
+    strict: bool = True,
+) -> None:
+    """Assert output i depends only on inputs that come before it in the autoregressive order.
 
-    ``order[j]`` is the position of input j in the autoregressive order (default: 0..D-1);
-    output i belongs to input i. With ``strict`` the conditional of dimension i may not see x_i
-    itself (a conditional of x_i given x_<i); otherwise it may (a model of a shifted sequence).
+    ``order[j]`` is the position in the order of input column j (default ``0..D_in-1``; several
+    columns share a position when an input is one-hot or has channels); ``out_order[i]`` is the
+    position whose conditional output i gives (default ``0..D_out-1``). With ``strict`` the
+    conditional at position t may not see inputs at t itself (``p(x_t | x_<t)``); otherwise it may.
     """
-    d = dep.shape[1]
-    order = torch.arange(d) if order is None else torch.as_tensor(order).flatten()
-    oi = order[: dep.shape[0]].unsqueeze(1)
+    d_out, d_in = dep.shape
+    order = torch.arange(d_in) if order is None else torch.as_tensor(order).flatten()
+    out_order = torch.arange(d_out) if out_order is None else torch.as_tensor(out_order).flatten()
+    if len(order) != d_in or len(out_order) != d_out:
+        raise ValueError(
+            f"orders of length {len(order)}/{len(out_order)} for a {d_out}x{d_in} matrix"
+        )
+    oi = out_order.unsqueeze(1)
     oj = order.unsqueeze(0)
     forbidden = (oj >= oi) if strict else (oj > oi)
     bad = dep & forbidden
     if bad.any():
         i, j = (int(v) for v in bad.nonzero()[0])
         raise AssertionError(
-            f"not causal: output {i} (order {int(order[i])}) depends on input {j} "
-            f"(order {int(order[j])}); {int(bad.sum())} forbidden dependencies in all"
+            f"not causal: output {i} (position {int(out_order[i])}) depends on input {j} "
+            f"(position {int(order[j])}); {int(bad.sum())} forbidden dependencies in all"
         )
 
 
-def sampler_p_value(samples: torch.Tensor, log_probs: torch.Tensor, configs: torch.Tensor,
-                    min_expected: float = 5.0) -> float:
+def sampler_p_value(
+    samples: torch.Tensor, log_probs: torch.Tensor, configs: torch.Tensor, min_expected: float = 5.0
+) -> float:
     """Chi-square goodness-of-fit p-value of ``samples (N, D)`` against exact ``p(configs)``.
 
     Configurations with an expected count below ``min_expected`` are pooled into one cell (the
@@ -132,8 +155,9 @@ def sampler_p_value(samples: torch.Tensor, log_probs: torch.Tensor, configs: tor
     return float(stats.chisquare(obs, exp).pvalue)
 
 
-def assert_sampler_matches(samples: torch.Tensor, log_probs: torch.Tensor, configs: torch.Tensor,
-                           alpha: float = 1e-3) -> float:
+def assert_sampler_matches(
+    samples: torch.Tensor, log_probs: torch.Tensor, configs: torch.Tensor, alpha: float = 1e-3
+) -> float:
     """Fail if the chi-square test rejects at level ``alpha`` (the false-alarm rate of a correct
     sampler). With a fixed seed the outcome is deterministic; return the p-value."""
     p = sampler_p_value(samples, log_probs, configs)

@@ -37,8 +37,13 @@ class History:
     seconds: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "train": self.train, "eval_step": self.eval_step,
-                "eval": self.eval, "seconds": self.seconds}
+        return {
+            "step": self.step,
+            "train": self.train,
+            "eval_step": self.eval_step,
+            "eval": self.eval,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
@@ -137,7 +142,11 @@ def train(
 
     model.train()
     data = _forever(batches)
-    bar = tqdm(range(start, steps), desc="training", disable=not progress, initial=start, total=steps)
+    for _ in range(start):  # a resumed run continues the data stream where it stopped
+        next(data)
+    bar = tqdm(
+        range(start, steps), desc="training", disable=not progress, initial=start, total=steps
+    )
     running = None
     for step in bar:
         for group in opt.param_groups:
@@ -146,7 +155,9 @@ def train(
         with autocast(device):
             loss = loss_fn(model, batch)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower the learning rate")
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {step}; lower the learning rate"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -177,8 +188,9 @@ def _model_id(model: nn.Module) -> str:
     return f"{type(model).__module__}.{type(model).__qualname__}"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    **extra) -> None:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra
+) -> None:
     """Write model (and optimiser) state plus ``extra`` plain data atomically: temp file, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,8 +209,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         Path(tmp).unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path, model: nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+def load_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict:
     """Load a checkpoint into ``model`` (and ``optimizer``); return the whole state dict.
 
     Loads with ``weights_only=True`` (no arbitrary unpickling) and refuses a checkpoint written

@@ -43,14 +43,20 @@ def run(path: Path, profile: str, timeout: int) -> None:
     nb.metadata["kernelspec"] = KERNELSPEC
     os.environ["ARNB_PROFILE"] = profile
     t0 = time.time()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     nbformat.write(nb, path)
     print(f"executed {path} under profile {profile} in {time.time() - t0:.0f} s")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new")
     new.add_argument("script", type=Path)

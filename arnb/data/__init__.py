@@ -1,6 +1,14 @@
 """Data sets of the book: real public files, verified, cached, usable offline."""
 
-from .files import ChecksumError, DataNotFoundError, RemoteFile, cache_dir, data_dir, fetch, load_bytes
+from .files import (
+    ChecksumError,
+    DataNotFoundError,
+    RemoteFile,
+    cache_dir,
+    data_dir,
+    fetch,
+    load_bytes,
+)
 from .mnist import binarize, load_binary_mnist, load_mnist
 from .strokes import load_sketch_strokes
 from .text import gpt2_bpe_files, load_shakespeare, load_shakespeare_split, split_text

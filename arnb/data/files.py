@@ -101,7 +101,9 @@ def _download(f: RemoteFile, dest: Path) -> None:
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc=dest.name, leave=False
+                ) as bar:
                     while chunk := resp.read(1 << 20):
                         out.write(chunk)
                         bar.update(len(chunk))

@@ -43,8 +43,9 @@ class MarkovChain(ARModule):
         return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)
 
     @torch.no_grad()
-    def sample(self, n: int, prompt: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, prompt: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``(n, T)`` long samples; ``prompt (C,)`` or ``(n, C)`` fixes the first C symbols."""
 
         def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:

@@ -21,8 +21,16 @@ def markov_chain(setup: Setup, out: Path) -> dict:
     data = truth.sample(4096, generator=g)
     model = MarkovChain(4, 12).to(setup.device)
     batches = list(data.split(256))
-    hist = train(model, lambda m, x: m.nll(x), batches, steps=300, lr=0.05,
-                 eval_fn=lambda m: {"nll": m.nll(data.to(setup.device))}, eval_every=100, progress=False)
+    hist = train(
+        model,
+        lambda m, x: m.nll(x),
+        batches,
+        steps=300,
+        lr=0.05,
+        eval_fn=lambda m: {"nll": m.nll(data.to(setup.device))},
+        eval_every=100,
+        progress=False,
+    )
     fig, ax = plt.subplots(figsize=(5, 3))
     plot_history(hist, "nll", ax=ax)
     save_figure(fig, out, "loss")
