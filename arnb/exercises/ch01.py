@@ -1,0 +1,226 @@
+"""Self-checks for the exercises of chapter 1.
+
+Each ``check_*`` function runs the reader's function on a few cases with known answers and
+prints what is right or wrong. It returns True when everything is right and never raises on a
+wrong answer (only on an answer that is not even a function), so a notebook cell keeps going.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from ..enumeration import enumerate_log_probs
+from ..models.fvsbn import FVSBN, random_order
+from ..testing import sampler_p_value
+
+
+def _report(name: str, problems: list[str]) -> bool:
+    if problems:
+        print(f"{name}: not yet right")
+        for p in problems:
+            print(f"  - {p}")
+        return False
+    print(f"{name}: correct")
+    return True
+
+
+def _call(fn: Callable, *args):
+    try:
+        return fn(*args), None
+    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
+        return None, f"raised {type(e).__name__}: {e}"
+
+
+def _reference_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double()).sum(-1)
+
+
+def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
+    """Exercise: ``fn(logits (B, D), x (B, D) in {0,1}) -> (B,)`` = sum_d log p(x_d | x_<d).
+
+    ``logits[:, d]`` is the logit of ``p(x_d = 1 | x_<d)``. Also checks large logits, where
+    ``log(sigmoid(l))`` computed naively gives ``-inf``.
+    """
+    if not callable(fn):
+        raise TypeError("pass your function itself, e.g. check_chain_rule(log_prob_from_logits)")
+    g = torch.Generator().manual_seed(0)
+    problems = []
+    cases = {
+        "random logits": (
+            torch.randn(8, 6, generator=g) * 2,
+            torch.randint(0, 2, (8, 6), generator=g),
+        ),
+        "one dimension": (torch.randn(5, 1, generator=g), torch.randint(0, 2, (5, 1), generator=g)),
+        "large logits (numerical stability)": (
+            torch.tensor([[200.0, -200.0, 30.0], [-150.0, 150.0, -30.0]]),
+            torch.tensor([[0, 1, 0], [0, 1, 1]]),
+        ),
+    }
+    for name, (logits, x) in cases.items():
+        want = _reference_log_prob(logits, x)
+        got, err = _call(fn, logits.clone(), x.clone())
+        if err:
+            problems.append(f"{name}: {err}")
+            continue
+        got = torch.as_tensor(got)
+        if got.shape != want.shape:
+            problems.append(
+                f"{name}: expected shape {tuple(want.shape)} (one number per row), got {tuple(got.shape)}"
+            )
+        elif not torch.isfinite(got).all():
+            problems.append(
+                f"{name}: got non-finite values {got.tolist()}; use logsigmoid or "
+                "binary_cross_entropy_with_logits instead of log(sigmoid(.))"
+            )
+        elif not torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4):
+            problems.append(
+                f"{name}: expected {[round(v, 4) for v in want.tolist()]}, got "
+                f"{[round(v, 4) for v in got.double().tolist()]}"
+            )
+    return _report("chain rule", problems)
+
+
+def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
+    """Exercise: ``fn(nll_nats_per_example, dims) -> bits per dimension``."""
+    if not callable(fn):
+        raise TypeError("pass your function itself, e.g. check_bits_per_dim(to_bits_per_dim)")
+    problems = []
+    for nll, d in [(math.log(2) * 16, 16), (88.0, 784), (4.8, 16), (1.0, 1)]:
+        want = nll / (d * math.log(2))
+        got, err = _call(fn, nll, d)
+        if err:
+            problems.append(f"nll={nll:.4f} nats, D={d}: {err}")
+        elif not math.isclose(float(got), want, rel_tol=1e-6):
+            hint = ""
+            if math.isclose(float(got), nll / d, rel_tol=1e-6):
+                hint = " (that is nats per dimension: divide by ln 2 too)"
+            elif math.isclose(float(got), nll / math.log(2), rel_tol=1e-6):
+                hint = " (that is bits per example: divide by D too)"
+            elif math.isclose(float(got), nll / (d * math.log(10)), rel_tol=1e-6):
+                hint = " (that used log base 10: a bit is log base 2)"
+            problems.append(
+                f"nll={nll:.4f} nats, D={d}: expected {want:.6f}, got {float(got):.6f}{hint}"
+            )
+    return _report("bits per dimension", problems)
+
+
+def reference_made_mask(
+    in_degrees: torch.Tensor, out_degrees: torch.Tensor, output_layer: bool
+) -> torch.Tensor:
+    """The MADE mask ``(O, I)``: ``out >= in`` for hidden layers, ``out > in`` for the output."""
+    o, i = out_degrees[:, None], in_degrees[None, :]
+    return ((o > i) if output_layer else (o >= i)).float()
+
+
+def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> bool:
+    """Exercise: ``fn(in_degrees (I,), out_degrees (O,), output_layer) -> mask (O, I)`` of 0/1.
+
+    For a hidden layer a unit of degree m may see units of degree <= m below it; an output of
+    degree r (its dimension's step in the order, from 1) may only see degrees < r.
+    """
+    if not callable(fn):
+        raise TypeError("pass your function itself, e.g. check_made_mask(made_mask)")
+    g = torch.Generator().manual_seed(0)
+    problems = []
+    rank = random_order(5, 3).argsort() + 1
+    cases = [
+        (
+            "input -> hidden, natural order",
+            torch.arange(1, 5),
+            torch.tensor([1, 2, 3, 3, 1, 2]),
+            False,
+        ),
+        ("input -> hidden, shuffled order", rank, torch.randint(1, 5, (7,), generator=g), False),
+        ("hidden -> hidden", torch.tensor([1, 3, 2, 2]), torch.tensor([2, 1, 3]), False),
+        (
+            "hidden -> output, natural order",
+            torch.tensor([1, 2, 3, 3, 1]),
+            torch.arange(1, 5),
+            True,
+        ),
+        ("hidden -> output, shuffled order", torch.randint(1, 5, (6,), generator=g), rank, True),
+    ]
+    for name, din, dout, is_out in cases:
+        want = reference_made_mask(din, dout, is_out)
+        got, err = _call(fn, din.clone(), dout.clone(), is_out)
+        if err:
+            problems.append(f"{name}: {err}")
+            continue
+        got = torch.as_tensor(got)
+        if tuple(got.shape) != tuple(want.shape):
+            hint = (
+                " (rows are outputs, columns inputs: (O, I), like nn.Linear.weight)"
+                if got.shape == want.T.shape
+                else ""
+            )
+            problems.append(
+                f"{name}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}{hint}"
+            )
+        elif not torch.equal(got.float(), want):
+            strict = reference_made_mask(din, dout, not is_out)
+            hint = ""
+            if torch.equal(got.float(), strict):
+                hint = " (check > versus >=: only the output layer is strict)"
+            problems.append(f"{name}: {int((got.float() != want).sum())} entries differ{hint}")
+    return _report("MADE mask", problems)
+
+
+def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float = 1e-3) -> bool:
+    """Exercise: ``fn(model, n, generator) -> (n, D)`` samples, drawn one dimension at a time.
+
+    The reader's sampler may use ``model.order``, ``model.dims`` and
+    ``model.conditional_logit(x, k)``. It is run on a small FVSBN with random weights and a
+    shuffled order; a chi-square test against the exact probabilities (false-alarm rate
+    ``alpha``, fixed seed) decides.
+    """
+    if not callable(fn):
+        raise TypeError("pass your function itself, e.g. check_ancestral_sampler(my_sampler)")
+    torch.manual_seed(0)
+    model = FVSBN(4, order=random_order(4, 1))
+    with torch.no_grad():
+        model.weight.normal_(0, 2.0)
+        model.bias.normal_(0, 1.0)
+    problems = []
+    got, err = _call(fn, model, num_samples, torch.Generator().manual_seed(0))
+    if err:
+        problems.append(err)
+    else:
+        got = torch.as_tensor(got)
+        if tuple(got.shape) != (num_samples, 4):
+            problems.append(f"expected shape ({num_samples}, 4), got {tuple(got.shape)}")
+        elif got.dtype.is_floating_point or not bool(((got == 0) | (got == 1)).all()):
+            problems.append("samples must be integers 0 or 1")
+        else:
+            configs, logp = enumerate_log_probs(model.log_prob, 4)
+            p = sampler_p_value(got.long(), logp, configs)
+            if p <= alpha:
+                problems.append(
+                    f"the samples do not follow the model (chi-square p = {p:.1e}); "
+                    "does each draw use the dimensions drawn before it, in model.order?"
+                )
+    return _report("ancestral sampler", problems)
+
+
+def reference_ancestral_sampler(
+    model, n: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A plain ancestral sampler (the answer to the exercise): D steps, one Bernoulli draw each."""
+    x = torch.zeros(n, model.dims, dtype=torch.long)
+    with torch.no_grad():
+        for k in range(model.dims):
+            p = torch.sigmoid(model.conditional_logit(x, k))
+            x[:, model.order[k]] = (torch.rand(n, generator=generator) < p).long()
+    return x
+
+
+__all__ = [
+    "check_ancestral_sampler",
+    "check_bits_per_dim",
+    "check_chain_rule",
+    "check_made_mask",
+    "reference_ancestral_sampler",
+    "reference_made_mask",
+]
