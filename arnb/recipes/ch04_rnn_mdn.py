@@ -1,0 +1,483 @@
+"""Chapter 4 recipes: an RNN-MDN on pen strokes against two baselines, and handwriting synthesis.
+
+- ``rnn-mdn-omniglot``: LSTM-MDN vs a context-free mixture vs a unimodal Gaussian RNN (M = 1) on
+  the sketch-rnn Omniglot strokes; held-out NLL per point; samples under bias/temperature.
+- ``rnn-mdn-handwriting``: the same three on the generated Hershey handwriting.
+- ``handwriting-synthesis``: the text-conditional model with the attention window; held-out NLL
+  per point, written phrases and the window's alignment over time.
+
+The notebook ``04_rnn_mdn`` calls the same functions step by step. All sizes are in :data:`SIZES`.
+NLLs are in nats per point, in the *normalised* units of each data set (moves divided by the
+data set's :func:`~arnb.data.stroke_batches.stroke_scale`, computed on its full training split),
+so they compare across models and profiles but not across data sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ..config import Setup, pick
+from ..data import load_sketch_strokes
+from ..data.handwriting import ALPHABET, load_handwriting
+from ..data.stroke_batches import StrokeBatches, prepare_strokes, stroke_scale
+from ..models.handwriting_synthesis import HandwritingSynthesis, SynthesisConfig
+from ..models.rnn_mdn import RNNMDN, ContextFreeMixture, bivariate_normal_log_prob
+from ..plotting import draw_strokes, plot_history, save_figure
+from ..train import History, train
+from . import recipe
+
+
+@dataclass(frozen=True)
+class Ch04Sizes:
+    """Everything chapter 4 sizes by profile (``None`` = the whole split)."""
+
+    hidden: int  # LSTM width of the RNN-MDNs
+    components: int  # mixture components M of the RNN-MDN and the context-free baseline
+    batch_size: int
+    steps: int  # optimiser steps per model (the same for the RNN-MDN and the M = 1 baseline)
+    lr: float
+    max_len: int  # longer Omniglot drawings are dropped (train and test alike)
+    train_size: int | None  # training sequences used per data set
+    eval_size: int | None  # held-out sequences evaluated
+    synth_hidden: int
+    synth_steps: int
+    synth_batch: int
+    synth_lr: float
+    time_limit: float  # seconds per training run: a safety net, sized so it normally never fires
+
+
+SIZES = {
+    "smoke": Ch04Sizes(
+        hidden=16,
+        components=3,
+        batch_size=8,
+        steps=4,
+        lr=3e-3,
+        max_len=100,
+        train_size=64,
+        eval_size=32,
+        synth_hidden=16,
+        synth_steps=3,
+        synth_batch=4,
+        synth_lr=3e-3,
+        time_limit=60,
+    ),
+    "cpu": Ch04Sizes(
+        hidden=128,
+        components=20,
+        batch_size=32,
+        steps=700,
+        lr=3e-3,
+        max_len=100,
+        train_size=None,
+        eval_size=None,
+        synth_hidden=128,
+        synth_steps=450,
+        synth_batch=32,
+        synth_lr=3e-3,
+        time_limit=240,
+    ),
+    "gpu": Ch04Sizes(
+        hidden=256,
+        components=20,
+        batch_size=128,
+        steps=3000,
+        lr=2e-3,
+        max_len=100,
+        train_size=None,
+        eval_size=None,
+        synth_hidden=256,
+        synth_steps=3000,
+        synth_batch=64,
+        synth_lr=2e-3,
+        time_limit=240,
+    ),
+}
+
+DATASETS = ("omniglot", "handwriting")
+DEQUANTIZE = {"omniglot": 1.0, "handwriting": 0.0}  # Omniglot coordinates are integers
+SIGMA_FLOOR = 1e-3  # in normalised units: about 0.05 raw Omniglot units, 0.003 font units
+
+
+def load_stroke_data(name: str, sizes: Ch04Sizes, seed: int = 0) -> dict:
+    """Normalised train / valid / test stroke lists of ``name`` (plus texts for handwriting).
+
+    Returns ``{"name", "scale", "train", "valid", "test", "texts_train", ...}``. The scale does
+    not depend on the profile: all of Omniglot's training split, the first 1000 generated
+    training words for handwriting.
+    """
+    splits = {"train": sizes.train_size, "valid": sizes.eval_size, "test": sizes.eval_size}
+    if name == "omniglot":
+        raw = {s: load_sketch_strokes("omniglot", s) for s in splits}
+        texts = {s: None for s in splits}
+        scale = stroke_scale(raw["train"])
+    elif name == "handwriting":
+        raw, texts = {}, {}
+        for s, limit in splits.items():  # generated: make only what is used
+            raw[s], texts[s] = load_handwriting(s, limit)
+        scale = stroke_scale(load_handwriting("train", 1000)[0])
+    else:
+        raise ValueError(f"unknown stroke data set {name!r}; have {DATASETS}")
+    out = {"name": name, "scale": scale}
+    for k, (split, limit) in enumerate(splits.items()):
+        keep = [i for i, s in enumerate(raw[split]) if len(s) <= sizes.max_len][:limit]
+        out[split] = prepare_strokes(
+            [raw[split][i] for i in keep],
+            scale,
+            sizes.max_len,
+            dequantize=DEQUANTIZE[name],
+            seed=seed * 10 + k,
+        )
+        out[f"texts_{split}"] = None if texts[split] is None else [texts[split][i] for i in keep]
+    return out
+
+
+@torch.no_grad()
+def nll_per_point(
+    model, seqs: list[np.ndarray], texts: list[str] | None = None, batch_size: int = 256
+) -> float:
+    """Exact mean NLL per point (nats) of ``model`` over every point of ``seqs`` (float32, no autocast)."""
+    was_training = model.training
+    model.eval()
+    data = StrokeBatches(
+        seqs, batch_size, texts=texts, alphabet=ALPHABET if texts is not None else None
+    )
+    total, count = 0.0, 0
+    for batch in data.in_order():
+        x, mask = batch[0].to(model.device), batch[1].to(model.device)
+        if texts is None:
+            lp = model.point_log_prob(x, mask)
+        else:
+            lp = model.point_log_prob(x, (batch[2], batch[3]), mask)
+        total -= float(lp.sum())
+        count += int(mask.sum())
+    model.train(was_training)
+    return total / count
+
+
+def make_models(sizes: Ch04Sizes) -> dict[str, torch.nn.Module]:
+    """The chapter's three models, freshly initialised: the RNN-MDN and its two baselines."""
+    return {
+        "context-free mixture": ContextFreeMixture(
+            components=sizes.components, sigma_floor=SIGMA_FLOOR
+        ),
+        "Gaussian RNN (M=1)": RNNMDN(hidden=sizes.hidden, components=1, sigma_floor=SIGMA_FLOOR),
+        f"RNN-MDN (M={sizes.components})": RNNMDN(
+            hidden=sizes.hidden, components=sizes.components, sigma_floor=SIGMA_FLOOR
+        ),
+    }
+
+
+def _stroke_loss(model, batch) -> torch.Tensor:
+    x, mask = batch
+    return model.nll_per_point(x, mask)
+
+
+def fit_stroke_model(
+    model, data: dict, sizes: Ch04Sizes, device, seed: int = 0, progress: bool = True
+) -> History:
+    """Train one unconditional stroke model on ``data["train"]``, evaluating on ``data["valid"]``."""
+    model.to(device)
+    torch.manual_seed(seed)
+    batches = StrokeBatches(data["train"], sizes.batch_size, seed=seed)
+    # the context-free mixture has ~121 parameters: a larger step size costs nothing there
+    lr = sizes.lr * (10 if isinstance(model, ContextFreeMixture) else 1)
+    return train(
+        model,
+        _stroke_loss,
+        batches,
+        steps=sizes.steps,
+        lr=lr,
+        warmup=min(50, sizes.steps // 10 + 1),
+        eval_fn=lambda m: {"valid_nll": nll_per_point(m, data["valid"])},
+        eval_every=max(1, sizes.steps // 5),
+        progress=progress,
+        time_limit=sizes.time_limit,
+    )
+
+
+def compare_models(
+    data: dict, sizes: Ch04Sizes, device, seed: int = 0, progress: bool = True
+) -> dict:
+    """Train the three models on one data set; ``{name: {"model", "history", "test_nll", "params"}}``."""
+    results = {}
+    for name, model in make_models(sizes).items():
+        hist = fit_stroke_model(model, data, sizes, device, seed=seed, progress=progress)
+        results[name] = {
+            "model": model,
+            "history": hist,
+            "test_nll": nll_per_point(model, data["test"]),
+            "params": model.num_parameters(),
+        }
+    return results
+
+
+SAMPLE_SETTINGS = (
+    {"bias": 0.0, "temperature": 1.0},
+    {"bias": 0.0, "temperature": 0.5},
+    {"bias": 0.0, "temperature": 0.1},
+    {"bias": 1.0, "temperature": 1.0},
+    {"bias": 3.0, "temperature": 1.0},
+)
+
+
+def setting_label(setting: dict) -> str:
+    return f"b={setting['bias']:g}, τ={setting['temperature']:g}"
+
+
+def sample_grid(model, settings=SAMPLE_SETTINGS, n: int = 6, length: int = 30, seed: int = 0):
+    """A figure: one row of ``n`` drawings per bias/temperature setting (same seed on every row)."""
+    fig, axes = plt.subplots(
+        len(settings), n, figsize=(1.5 * n, 1.5 * len(settings)), squeeze=False
+    )
+    for row, setting in zip(axes, settings):
+        g = torch.Generator().manual_seed(seed)
+        drawings = model.sample(n, generator=g, length=length, **setting).cpu()
+        for ax, d in zip(row, drawings):
+            draw_strokes(d, ax, lw=1.0)
+        row[0].text(
+            -0.1,
+            0.5,
+            setting_label(setting),
+            transform=row[0].transAxes,
+            ha="right",
+            va="center",
+            fontsize=9,
+        )
+    fig.subplots_adjust(left=0.15, wspace=0.05, hspace=0.05)
+    return fig
+
+
+def loss_figure(results: dict, title: str):
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for name, r in results.items():
+        h = r["history"]
+        ax.plot(h.eval_step, [e["valid_nll"] for e in h.eval], "o-", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation NLL (nats / point)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+@torch.no_grad()
+def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
+    """A figure: a drawing so far and the model's density of the next pen position, at ``num`` steps.
+
+    The density of the move ``(dx, dy)`` (from :func:`~arnb.models.rnn_mdn.bivariate_normal_log_prob`)
+    is drawn around the current pen position (black cross); the red dot is where the drawing
+    actually went next. The title gives the step and the probability that the pen lifts after it.
+    """
+    x = torch.as_tensor(np.asarray(seq, dtype=np.float32))
+    steps = np.linspace(3, len(x) - 1, num).round().astype(int) if len(x) > 4 else [len(x) - 1]
+    params = model.params(x[None].to(model.device)).map(lambda v: v[0].float().cpu())
+    pos = x[:, :2].cumsum(0)
+    fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps), 2.6), squeeze=False)
+    for ax, t in zip(axes[0], steps):
+        half = max(1.5, 1.3 * float(x[t, :2].abs().max()))
+        grid = torch.linspace(-half, half, res)
+        gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+        p = params.map(lambda v, t=t: v[t])
+        log_pi = torch.log_softmax(p.logit_pi, -1)
+        moves = torch.stack([gx, gy], -1).reshape(-1, 2)
+        logd = torch.logsumexp(log_pi + bivariate_normal_log_prob(moves, p.mu, p.sigma, p.rho), -1)
+        here = pos[t - 1]
+        dens = logd.exp().reshape(res, res).numpy()
+        ax.contourf(
+            (here[0] + gx).numpy(),
+            -(here[1] + gy).numpy(),
+            dens,
+            levels=np.linspace(dens.max() / 20, dens.max(), 10),
+            cmap="Blues",
+            extend="neither",
+        )
+        draw_strokes(x[:t], ax, lw=1.2)
+        ax.plot(here[0], -here[1], "x", color="black", ms=6)
+        ax.plot(pos[t, 0], -pos[t, 1], "o", color="red", ms=4)
+        ax.set_title(f"t={t}, P(lift after)={float(torch.sigmoid(p.pen_logit)):.2f}", fontsize=8)
+    return fig
+
+
+def _median_length(seqs) -> int:
+    return int(np.median([len(s) for s in seqs]))
+
+
+def _run_dataset(name: str, setup: Setup, out: Path) -> dict:
+    sizes = pick(SIZES, setup.profile)
+    data = load_stroke_data(name, sizes, seed=setup.seed)
+    results = compare_models(data, sizes, setup.device, seed=setup.seed, progress=False)
+    fig = loss_figure(results, name)
+    save_figure(fig, out, f"{name}_valid_nll")
+    plt.close(fig)
+    best = results[f"RNN-MDN (M={sizes.components})"]["model"]
+    fig = sample_grid(best, length=_median_length(data["train"]), seed=setup.seed)
+    save_figure(fig, out, f"{name}_samples_bias_temperature")
+    plt.close(fig)
+    fig = next_point_figure(best, data["test"][0])
+    save_figure(fig, out, f"{name}_next_point_density")
+    plt.close(fig)
+    metrics = {
+        "scale": data["scale"],
+        "train_sequences": len(data["train"]),
+        "test_sequences": len(data["test"]),
+        "test_points": int(sum(len(s) for s in data["test"])),
+    }
+    for model_name, r in results.items():
+        key = model_name.split(" (")[0].replace(" ", "_").replace("-", "_").lower()
+        key = {"rnn_mdn": "rnn_mdn", "gaussian_rnn": "gaussian_rnn_m1"}.get(key, key)
+        metrics[f"{key}_test_nll_per_point"] = r["test_nll"]
+        metrics[f"{key}_params"] = r["params"]
+        metrics[f"{key}_steps"] = r["history"].eval_step[-1] if r["history"].eval_step else 0
+        metrics[f"{key}_train_seconds"] = round(r["history"].seconds, 1)
+        if not all(math.isfinite(v) for v in r["history"].train):
+            raise FloatingPointError(f"{model_name}: a non-finite training loss")
+    return metrics
+
+
+@recipe(
+    "rnn-mdn-omniglot", "LSTM-MDN vs context-free mixture vs M=1 Gaussian RNN on Omniglot strokes"
+)
+def rnn_mdn_omniglot(setup: Setup, out: Path) -> dict:
+    return _run_dataset("omniglot", setup, out)
+
+
+@recipe(
+    "rnn-mdn-handwriting",
+    "LSTM-MDN vs context-free mixture vs M=1 Gaussian RNN on Hershey handwriting",
+)
+def rnn_mdn_handwriting(setup: Setup, out: Path) -> dict:
+    return _run_dataset("handwriting", setup, out)
+
+
+# --- handwriting synthesis -------------------------------------------------------------------------
+
+
+def _synth_loss(model, batch) -> torch.Tensor:
+    x, mask, ids, tmask = batch
+    return model.nll_per_point(x, (ids, tmask), mask)
+
+
+def make_synthesis(sizes: Ch04Sizes) -> HandwritingSynthesis:
+    return HandwritingSynthesis(
+        SynthesisConfig(
+            hidden=sizes.synth_hidden, components=sizes.components, sigma_floor=SIGMA_FLOOR
+        )
+    )
+
+
+def fit_synthesis(
+    model: HandwritingSynthesis,
+    data: dict,
+    sizes: Ch04Sizes,
+    device,
+    seed: int = 0,
+    progress: bool = True,
+) -> History:
+    """Train the synthesis model on ``data`` (from ``load_stroke_data("handwriting", ...)``)."""
+    model.to(device)
+    torch.manual_seed(seed)
+    batches = StrokeBatches(
+        data["train"],
+        sizes.synth_batch,
+        seed=seed,
+        texts=data["texts_train"],
+        alphabet=model.config.alphabet,
+    )
+    valid = (data["valid"][:200], data["texts_valid"][:200])
+    return train(
+        model,
+        _synth_loss,
+        batches,
+        steps=sizes.synth_steps,
+        lr=sizes.synth_lr,
+        warmup=min(50, sizes.synth_steps // 10 + 1),
+        eval_fn=lambda m: {"valid_nll": nll_per_point(m, *valid)},
+        eval_every=max(1, sizes.synth_steps // 5),
+        progress=progress,
+        time_limit=sizes.time_limit,
+    )
+
+
+PHRASES = ("hello", "quick fox", "zoo", "write me")
+
+
+def writing_figure(
+    model: HandwritingSynthesis, phrases=PHRASES, biases=(0.0, 1.0, 3.0), seed: int = 0
+):
+    """A figure: each phrase written once per bias (rows: bias, columns: phrase)."""
+    fig, axes = plt.subplots(
+        len(biases), len(phrases), figsize=(2.6 * len(phrases), 1.2 * len(biases)), squeeze=False
+    )
+    for row, b in zip(axes, biases):
+        for ax, text in zip(row, phrases):
+            g = torch.Generator().manual_seed(seed)
+            x, (lengths, _) = model.sample(1, text=text, generator=g, bias=b, return_attention=True)
+            draw_strokes(x[0, : max(1, int(lengths[0]))].cpu(), ax, lw=1.0)
+        row[0].text(-0.05, 0.5, f"b={b:g}", transform=row[0].transAxes, ha="right", va="center")
+    for ax, text in zip(axes[0], phrases):
+        ax.set_title(repr(text), fontsize=9)
+    return fig
+
+
+def attention_figure(
+    model: HandwritingSynthesis, text: str = "quick fox", bias: float = 1.0, seed: int = 0
+):
+    """A figure: the drawing and, below it, the window weights phi(t, u) over time t and characters u."""
+    g = torch.Generator().manual_seed(seed)
+    x, (lengths, phi) = model.sample(1, text=text, generator=g, bias=bias, return_attention=True)
+    n = max(1, int(lengths[0]))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7, 4.5), gridspec_kw={"height_ratios": [1, 1.4]}
+    )
+    draw_strokes(x[0, :n].cpu(), top)
+    top.set_title(f"written: {text!r} (bias {bias:g})")
+    bottom.imshow(
+        phi[0, :n, : len(text)].T.numpy(),
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        interpolation="nearest",
+    )
+    bottom.set_yticks(range(len(text)), [c if c != " " else "␣" for c in text])
+    bottom.set_xlabel("pen point t")
+    bottom.set_ylabel("character u")
+    bottom.set_title("window weights φ(t, u)")
+    fig.tight_layout()
+    return fig
+
+
+@recipe(
+    "handwriting-synthesis",
+    "text-conditional RNN-MDN with a soft attention window (Graves 2013, sec. 5)",
+)
+def handwriting_synthesis(setup: Setup, out: Path) -> dict:
+    sizes = pick(SIZES, setup.profile)
+    data = load_stroke_data("handwriting", sizes, seed=setup.seed)
+    model = make_synthesis(sizes)
+    hist = fit_synthesis(model, data, sizes, setup.device, seed=setup.seed, progress=False)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    plot_history(hist, "valid_nll", ax=ax, ylabel="NLL (nats / point)")
+    save_figure(fig, out, "synthesis_loss")
+    plt.close(fig)
+    for name, fig in (
+        ("synthesis_writing", writing_figure(model, seed=setup.seed)),
+        ("synthesis_attention", attention_figure(model, seed=setup.seed)),
+    ):
+        save_figure(fig, out, name)
+        plt.close(fig)
+    if not all(math.isfinite(v) for v in hist.train):
+        raise FloatingPointError("synthesis: a non-finite training loss")
+    return {
+        "synthesis_test_nll_per_point": nll_per_point(model, data["test"], data["texts_test"]),
+        "synthesis_params": model.num_parameters(),
+        "synthesis_steps": hist.eval_step[-1],
+        "synthesis_train_seconds": round(hist.seconds, 1),
+        "scale": data["scale"],
+    }

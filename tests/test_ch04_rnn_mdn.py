@@ -1,0 +1,270 @@
+"""Chapter 4: the bivariate mixture + pen head, the RNN-MDN and its baselines."""
+
+import math
+
+import pytest
+import torch
+
+from arnb.models.rnn_mdn import (
+    RNNMDN,
+    ContextFreeMixture,
+    MixtureParams,
+    adjust_for_sampling,
+    as_torch_distributions,
+    bivariate_normal_log_prob,
+    mixture_params,
+    point_log_prob,
+    sample_points,
+)
+from arnb.testing import assert_causal, dependency_matrix
+
+FLOOR, RHO_MAX = 1e-3, 1 - 1e-4
+
+
+def random_params(shape=(5, 7), m=4, seed=0, dtype=torch.float64, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    raw = torch.randn(*shape, 6 * m + 1, generator=g, dtype=dtype) * scale
+    p = mixture_params(raw, m, FLOOR, RHO_MAX)
+    return MixtureParams(*(t.to(dtype) for t in p))
+
+
+def random_points(shape=(5, 7), seed=1, dtype=torch.float64, spread=3.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, 3, generator=g, dtype=dtype) * spread
+    x[..., 2] = (torch.rand(shape, generator=g) < 0.3).to(dtype)
+    return x
+
+
+def reference_log_prob(params, x):
+    mix, pen = as_torch_distributions(params)
+    return mix.log_prob(x[..., :2]) + pen.log_prob(x[..., 2])
+
+
+def test_mixture_log_prob_matches_torch_distributions():
+    p, x = random_params(), random_points()
+    torch.testing.assert_close(point_log_prob(p, x), reference_log_prob(p, x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "case", ["far_tail", "sigma_at_floor", "rho_near_one", "rho_near_minus_one"]
+)
+def test_mixture_log_prob_extremes(case):
+    m = 3
+    raw = torch.randn(4, 6 * m + 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x = random_points((4,), seed=3)
+    if case == "far_tail":
+        x[:, :2] = torch.tensor(
+            [[1e3, -1e3], [5e2, 5e2], [-3e2, 1e1], [0.0, 2e3]], dtype=torch.float64
+        )
+    if case == "sigma_at_floor":
+        raw[:, 3 * m : 5 * m] = -60.0  # softplus -> 0, sigma = floor exactly
+        x[:, :2] = x[:, :2] * 1e-3
+    if case == "rho_near_one":
+        raw[:, 5 * m : 6 * m] = 30.0  # tanh -> 1, clamped to rho_max
+    if case == "rho_near_minus_one":
+        raw[:, 5 * m : 6 * m] = -30.0
+    p = mixture_params(raw, m, FLOOR, RHO_MAX)
+    p = MixtureParams(*(t.double() for t in p))
+    if case == "sigma_at_floor":
+        assert torch.allclose(p.sigma, torch.full_like(p.sigma, FLOOR))
+    if case.startswith("rho"):
+        assert torch.allclose(p.rho.abs(), torch.full_like(p.rho, RHO_MAX))
+    ours, ref = point_log_prob(p, x), reference_log_prob(p, x)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-12)
+
+
+def test_float32_head_stays_finite_at_extremes():
+    """The float32 path (what training uses) gives finite values where float64 is the truth."""
+    m = 2
+    raw = torch.zeros(3, 6 * m + 1)
+    raw[:, 3 * m : 5 * m] = -80.0
+    raw[:, 5 * m :] = 40.0
+    p = mixture_params(raw, m, FLOOR, RHO_MAX)
+    x = torch.tensor([[1e4, -1e4, 1.0], [0.0, 0.0, 0.0], [1e-3, -1e-3, 1.0]])
+    lp = point_log_prob(p, x)
+    assert torch.isfinite(lp).all()
+    ref = point_log_prob(MixtureParams(*(t.double() for t in p)), x.double())
+    torch.testing.assert_close(lp.double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bivariate_formula_against_multivariate_normal():
+    mu, sigma = torch.tensor([[0.3, -1.0]]), torch.tensor([[0.5, 2.0]])
+    rho = torch.tensor([0.8])
+    xy = torch.tensor([1.0, 0.5])
+    cov = torch.tensor([[0.25, 0.8 * 1.0], [0.8 * 1.0, 4.0]])
+    ref = torch.distributions.MultivariateNormal(mu[0], cov).log_prob(xy)
+    torch.testing.assert_close(bivariate_normal_log_prob(xy, mu, sigma, rho)[0], ref)
+
+
+def test_sampling_moments_and_weights_match_fixed_head():
+    # two well separated components, so each sample's component is recognisable
+    logit_pi = torch.log(torch.tensor([0.3, 0.7]))
+    mu = torch.tensor([[-5.0, 0.0], [5.0, 2.0]])
+    sigma = torch.tensor([[0.5, 1.0], [1.5, 0.7]])
+    rho = torch.tensor([0.6, -0.8])
+    n = 40000
+    p = MixtureParams(
+        logit_pi.expand(n, 2),
+        mu.expand(n, 2, 2),
+        sigma.expand(n, 2, 2),
+        rho.expand(n, 2),
+        torch.full((n,), math.log(0.2 / 0.8)),
+    )
+    s = sample_points(p, torch.Generator().manual_seed(0))
+    first = s[:, 0] < 0
+    assert abs(first.float().mean() - 0.3) < 0.01  # weights (sd of the estimate 0.0023)
+    assert abs(s[:, 2].mean() - 0.2) < 0.01  # pen probability
+    assert set(s[:, 2].unique().tolist()) <= {0.0, 1.0}
+    for k, sel in enumerate([first, ~first]):
+        xy = s[sel, :2]
+        torch.testing.assert_close(xy.mean(0), mu[k], atol=0.05, rtol=0)
+        torch.testing.assert_close(xy.std(0), sigma[k], atol=0.05, rtol=0)
+        corr = torch.corrcoef(xy.T)[0, 1]
+        assert abs(corr - rho[k]) < 0.03
+
+
+def test_bias_and_temperature_do_what_they_say():
+    p = random_params((3,), m=4, dtype=torch.float32)
+    same = adjust_for_sampling(p, 0.0, 1.0)
+    for a, b in zip(same, p):
+        torch.testing.assert_close(a, b)
+    sharp = adjust_for_sampling(p, bias=1.0)
+    torch.testing.assert_close(sharp.sigma, p.sigma * math.exp(-1.0))
+    # the largest weight grows
+    assert (sharp.logit_pi.softmax(-1).amax(-1) >= p.logit_pi.softmax(-1).amax(-1) - 1e-7).all()
+    cool = adjust_for_sampling(p, temperature=0.25)
+    torch.testing.assert_close(cool.sigma, p.sigma * 0.5)
+    torch.testing.assert_close(cool.pen_logit, p.pen_logit * 4)
+    with pytest.raises(ValueError, match="temperature"):
+        adjust_for_sampling(p, temperature=0.0)
+    with pytest.raises(ValueError, match="bias"):
+        adjust_for_sampling(p, bias=-1.0)
+
+
+def small_model(**kw):
+    torch.manual_seed(0)
+    return RNNMDN(hidden=8, components=3, **kw)
+
+
+def test_rnn_mdn_is_causal_by_gradients():
+    model = small_model()
+    x = random_points((6,), dtype=torch.float32)
+    dep = dependency_matrix(lambda z: model(z.view(1, 6, 3)), x)  # (6 outputs, 18 inputs)
+    dep = dep.view(6, 6, 3).any(-1)
+    assert_causal(dep)
+    assert dep[5, :5].all()  # and it does use the past (a model that ignores it is wrong too)
+
+
+def test_rnn_mdn_prediction_unchanged_when_future_changes():
+    model = small_model()
+    x = random_points((2, 9), dtype=torch.float32)
+    base = model(x)
+    for t in range(9):
+        y = x.clone()
+        y[:, t:, :2] += 5.0
+        y[:, t:, 2] = 1 - y[:, t:, 2]
+        out = model(y)
+        torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=0, rtol=0)
+        if t + 1 < 9:
+            assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
+
+
+def test_log_prob_is_sum_of_conditionals_with_mask():
+    model = small_model()
+    x = random_points((3, 6), dtype=torch.float32)
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] + [0] * 5], dtype=torch.bool)
+    full = model.log_prob(x, mask)
+    for i, n in enumerate(mask.sum(1).tolist()):
+        torch.testing.assert_close(full[i], model.log_prob(x[i : i + 1, :n])[0])
+    # the padding's values do not matter
+    y = x.clone()
+    y[~mask] = 0.0
+    torch.testing.assert_close(model.log_prob(y, mask), full)
+
+
+def test_stepwise_recurrence_equals_teacher_forcing():
+    """The sampler's one-step path (the cache) gives the same conditionals as forward."""
+    model = small_model()
+    x = random_points((2, 5), dtype=torch.float32)
+    params = model.params(x)
+    prev, state = model.start.expand(2, 3), None
+    for t in range(5):
+        p, state = model.step(prev, state)
+        for a, b in zip(p, params.map(lambda v, t=t: v[:, t])):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        prev = x[:, t]
+
+
+def test_sample_protocol_prompt_and_determinism():
+    model = small_model()
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    a = model.sample(4, generator=g(), length=7)
+    b = model.sample(4, generator=g(), length=7)
+    assert a.shape == (4, 7, 3) and torch.equal(a, b)
+    assert torch.isfinite(a).all() and set(a[..., 2].unique().tolist()) <= {0.0, 1.0}
+    prompt = random_points((3,), dtype=torch.float32)
+    s = model.sample(4, prompt=prompt, generator=g(), length=7, bias=2.0)
+    assert torch.equal(s[:, :3], prompt.expand(4, 3, 3))
+    assert torch.isfinite(model.log_prob(s)).all()
+    with pytest.raises(ValueError, match="prompt"):
+        model.sample(2, prompt=random_points((9,), dtype=torch.float32), length=5)
+
+
+def test_context_free_baseline_ignores_context():
+    torch.manual_seed(0)
+    model = ContextFreeMixture(components=3)
+    x = random_points((2, 5), dtype=torch.float32)
+    out = model(x)
+    assert torch.equal(out[:, 0], out[:, 4])
+    lp = model.point_log_prob(x)
+    y = x.clone()
+    y[:, :4] = random_points(
+        (2, 4), seed=9, dtype=torch.float32
+    )  # change everything before the last
+    torch.testing.assert_close(model.point_log_prob(y)[:, 4], lp[:, 4])
+    assert model.sample(3, length=4, generator=torch.Generator().manual_seed(0)).shape == (3, 4, 3)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.tensor([[[0.0, float("nan"), 0.0]]]), "NaN or inf"),
+        (torch.tensor([[[0.0, float("inf"), 0.0]]]), "NaN or inf"),
+        (torch.zeros(1, 4, 2), "last dimension"),
+        (torch.tensor([[[0.0, 0.0, 0.5]]]), "pen_lifted must be exactly 0 or 1"),
+        (torch.tensor([[[0.0, 0.0, 2.0]]]), "pen_lifted must be exactly 0 or 1"),
+        (torch.zeros(1, 0, 3), "empty sequence"),
+        (torch.zeros(4, 3), r"\(B, T, 3\)"),
+    ],
+)
+def test_bad_strokes_raise_clear_errors(bad, match):
+    for model in (small_model(), ContextFreeMixture(components=2)):
+        with pytest.raises(ValueError, match=match):
+            model.log_prob(bad)
+
+
+def test_mask_with_an_empty_row_is_an_error():
+    with pytest.raises(ValueError, match="empty sequence"):
+        small_model().log_prob(
+            torch.zeros(2, 3, 3), torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool)
+        )
+
+
+def test_training_reduces_nll_and_stays_finite():
+    """A few steps on a simple pattern: the loss falls and nothing overflows (lr deliberately high)."""
+    from arnb.train import train
+
+    torch.manual_seed(0)
+    t = torch.linspace(0, 6.28, 20)
+    base = torch.stack([torch.cos(t), torch.sin(t), (torch.arange(20) % 5 == 4).float()], -1)
+    data = base.expand(16, 20, 3).clone()
+    data[..., :2] += 0.01 * torch.randn(16, 20, 2)
+    model = RNNMDN(hidden=16, components=3)
+    with torch.no_grad():
+        before = float(model.nll_per_point(data))
+    hist = train(model, lambda m, b: m.nll_per_point(b), [data], steps=150, lr=2e-2, progress=False)
+    assert all(math.isfinite(v) for v in hist.train)
+    with torch.no_grad():
+        after = float(model.nll_per_point(data))
+    assert after < before - 1.0, (before, after)
