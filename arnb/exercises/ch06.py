@@ -50,13 +50,15 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
             problems.append(f"T={T}: expected shape {(T, T)}, got {tuple(got.shape)}")
             continue
         got = got.bool()
+        if torch.equal(got, want):
+            continue
         if torch.equal(got, ~want):
             problems.append(f"T={T}: the mask is inverted (True must mean 'may attend')")
         elif torch.equal(got, torch.triu(torch.ones(T, T, dtype=torch.bool))):
             problems.append(f"T={T}: this lets position i see the future (j > i); transpose it")
         elif torch.equal(got, torch.tril(torch.ones(T, T, dtype=torch.bool), diagonal=-1)):
             problems.append(f"T={T}: position i must also attend to itself (the diagonal)")
-        elif not torch.equal(got, want):
+        else:
             i, j = (int(v) for v in (got != want).nonzero()[0])
             problems.append(
                 f"T={T}: entry ({i}, {j}) is {bool(got[i, j])}, expected {bool(want[i, j])}"
