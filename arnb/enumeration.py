@@ -133,6 +133,7 @@ def marginal_log_prob(
     return conditional_by_completion(log_prob, dims, observed, values)["log_marginal"]
 
 
+@torch.no_grad()
 def prefix_marginal_log_prob(model, x: torch.Tensor, steps: int) -> torch.Tensor:
     """``log p(x_{order[:steps]})`` of a model of the chapter, from its conditionals alone.
 
