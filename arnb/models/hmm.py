@@ -38,9 +38,14 @@ def log_matmul_exp(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     product neither underflows nor overflows; a floor on the sum keeps the log and its gradient
     finite when every path into an entry has negligible probability (below 1e-30 of the max).
     """
+    return _log_matmul(log_a, torch.exp(log_b))
+
+
+def _log_matmul(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log(exp(log_a) @ b)`` with ``b`` already in probability space (exponentiated once per pass)."""
     m = log_a.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return m + torch.log((torch.exp(log_a - m) @ torch.exp(log_b)).clamp_min(1e-30))
+    return m + torch.log((torch.exp(log_a - m) @ b).clamp_min(1e-30))
 
 
 class HMM(ARModule):
@@ -91,6 +96,7 @@ class HMM(ARModule):
         # float32 even under bf16 autocast: log-space sums over thousands of steps need it
         with torch.autocast(x.device.type, enabled=False):
             log_pi, log_A, log_E = self.log_params()
+            A, E = log_A.exp(), log_E.exp()  # once per pass, not once per step
             B, T = x.shape
             token_lp, full = [], []
             log_post = None if state is None else state.float()
@@ -99,11 +105,11 @@ class HMM(ARModule):
                 if log_post is None:
                     prior = log_pi.expand(B, -1)
                 else:
-                    prior = log_matmul_exp(log_post, log_A)
+                    prior = _log_matmul(log_post, A)
                 joint = prior + log_E[:, x[:, t]].T  # log p(z_t, x_t | x_<t)   (B, S)
                 lp = torch.logsumexp(joint, dim=-1)  # log p(x_t | x_<t)
                 if all_logits:
-                    full.append(log_matmul_exp(prior, log_E))
+                    full.append(_log_matmul(prior, E))
                 token_lp.append(lp)
                 log_post = joint - lp.unsqueeze(-1)  # log p(z_t | x_<=t): the filter
             out = torch.stack(token_lp, dim=1) if T else x.new_zeros(B, 0, dtype=torch.float32)
