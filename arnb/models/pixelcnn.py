@@ -1,0 +1,604 @@
+"""PixelCNN and gated PixelCNN: images as autoregressive sequences of pixels.
+
+An image ``x (C, H, W)`` is read in **raster order**, row by row, left to right, and inside one
+pixel channel by channel (R, then G, then B)::
+
+    p(x) = prod_{i, j} prod_c p(x[c, i, j] | all earlier pixels, channels < c of pixel (i, j))
+
+All conditionals come out of one pass of a convolutional network whose kernels are *masked* so
+that no output sees its own input or anything after it (van den Oord et al. 2016):
+
+- :class:`MaskedConv2d` is an ordinary convolution whose weight is multiplied by a fixed 0/1
+  mask. Type **A** (first layer) excludes the centre pixel, type **B** (later layers) includes
+  it; with ``groups=3`` the channels are split into R/G/B groups (channel ``k`` belongs to group
+  ``k % 3``), and at the centre pixel group ``g`` may see groups ``< g`` (A) or ``<= g`` (B).
+- :class:`PixelCNN` stacks masked 3x3 convolutions. Its receptive field has a **blind spot**
+  above and to the right of each pixel (shown with gradients in the notebook and the tests).
+- :class:`GatedPixelCNN` (van den Oord et al. 2016, "Conditional image generation") splits the
+  network into a *vertical* stack that sees the rows above and a *horizontal* stack that sees
+  the pixels to the left in the current row; the vertical stack feeds the horizontal one, which
+  removes the blind spot. Layers use gated units ``tanh(a) * sigmoid(b)`` and can be conditioned
+  on a class label (an embedding added to every gated layer).
+
+Two output heads: ``num_classes=2`` gives a **Bernoulli** head (one logit per pixel and channel)
+for binarized images, any other ``num_classes`` a categorical head (e.g. 256 intensities).
+
+Sampling is ancestral: H*W*C draws, each through :func:`arnb.sampling.sample_bernoulli` or
+:func:`arnb.sampling.sample_categorical` (one uniform number per image and step). The naive loop
+runs the whole network for every draw; :meth:`GatedPixelCNN.sample` with ``fast=True`` computes
+only what the next pixel needs (the vertical stack once per row on the rows it can see, the
+horizontal stack on the few pixels to the left) and so draws the same samples for the same seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..protocol import ARModule, check_discrete
+from ..sampling import sample_bernoulli, sample_categorical
+
+# ----------------------------------------------------------------------------------------------
+# masks
+
+
+def channel_group(channels: int, groups: int) -> torch.Tensor:
+    """Colour group of each of ``channels`` feature maps: ``k % groups`` -> ``(channels,)`` long.
+
+    Interleaving (rather than contiguous blocks) keeps the groups aligned when a layer's
+    ``2C`` outputs are split into the two halves of a gated unit.
+    """
+    if channels % groups:
+        raise ValueError(f"channels ({channels}) must be divisible by the colour groups ({groups})")
+    return torch.arange(channels) % groups
+
+
+def centre_channel_mask(
+    in_channels: int, out_channels: int, mask_type: str, groups: int = 1
+) -> torch.Tensor:
+    """``(out, in)`` 0/1 mask of what output channels may see *at the centre pixel*.
+
+    Output group g sees input groups < g (type A) or <= g (type B). With ``groups=1``: type A
+    sees nothing (the pixel's own value), type B sees everything (earlier *features* of it).
+    """
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    gin = channel_group(in_channels, groups).unsqueeze(0)
+    gout = channel_group(out_channels, groups).unsqueeze(1)
+    allowed = gin < gout if mask_type == "A" else gin <= gout
+    return allowed.float()
+
+
+def causal_mask(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    mask_type: str,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Raster-order mask ``(out, in, kh, kw)`` for a kernel centred on the current pixel.
+
+    Rows above the centre: all ones. Centre row: ones left of the centre. Centre pixel: the
+    channel rule of :func:`centre_channel_mask`. Everything after: zeros.
+    """
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"kernel sizes must be odd so that a centre exists, got {(kh, kw)}")
+    mask = torch.zeros(out_channels, in_channels, kh, kw)
+    ci, cj = kh // 2, kw // 2
+    mask[:, :, :ci, :] = 1
+    mask[:, :, ci, :cj] = 1
+    mask[:, :, ci, cj] = centre_channel_mask(in_channels, out_channels, mask_type, groups)
+    return mask
+
+
+def vertical_mask(
+    in_channels: int, out_channels: int, kernel_size: int, first: bool
+) -> torch.Tensor:
+    """Mask of the gated PixelCNN's vertical stack: rows above the centre, and the centre row
+    itself except in the first layer. The first layer sees only rows strictly above, so every
+    vertical feature at row i depends on rows < i: no channel rule is needed.
+    """
+    mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
+    mask[:, :, : kernel_size // 2 + (0 if first else 1), :] = 1
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A ``Conv2d`` whose weight is multiplied by a fixed 0/1 ``mask (out, in, kh, kw)``.
+
+    "Same" padding (scaled by the dilation) keeps the image size. The masked weights still exist
+    but receive zero gradient and never influence the output.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor, dilation: int = 1):
+        kh, kw = mask.shape[-2:]
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            dilation=dilation,
+            padding=(dilation * (kh // 2), dilation * (kw // 2)),
+        )
+        if mask.shape != self.weight.shape:
+            raise ValueError(
+                f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.weight.shape)}"
+            )
+        self.register_buffer("mask", mask.clone(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation
+        )
+
+    def effective_parameters(self) -> int:
+        """Weights that the mask lets through, plus the bias."""
+        return int(self.mask.sum()) + (self.bias.numel() if self.bias is not None else 0)
+
+
+def masked_conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int | tuple[int, int],
+    mask_type: str,
+    groups: int = 1,
+    dilation: int = 1,
+) -> MaskedConv2d:
+    """A raster-order masked convolution (type ``"A"`` or ``"B"``) with colour ``groups``."""
+    mask = causal_mask(in_channels, out_channels, kernel_size, mask_type, groups)
+    return MaskedConv2d(in_channels, out_channels, mask, dilation)
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration and the shared protocol
+
+
+@dataclass
+class PixelCNNConfig:
+    """Sizes of a (gated) PixelCNN.
+
+    ``num_classes`` is the number of values per channel: 2 gives a Bernoulli head, 256 an
+    8-bit categorical head. ``hidden`` channels must be divisible by ``channels`` (the colour
+    groups). ``dilations`` (one per hidden layer, default all 1) widen the receptive field.
+    """
+
+    channels: int = 1
+    height: int = 28
+    width: int = 28
+    num_classes: int = 256
+    hidden: int = 64
+    layers: int = 6
+    kernel: int = 3
+    first_kernel: int = 7
+    dilations: tuple[int, ...] = field(default_factory=tuple)
+    num_labels: int = 0  # > 0: class-conditional, a label embedding added to every layer
+
+    def __post_init__(self):
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.channels < 1 or self.height < 1 or self.width < 1:
+            raise ValueError("channels, height and width must be >= 1")
+        if self.kernel % 2 == 0 or self.first_kernel % 2 == 0:
+            raise ValueError("kernel sizes must be odd")
+        if self.hidden % self.channels:
+            raise ValueError(
+                f"hidden ({self.hidden}) must be divisible by channels ({self.channels})"
+            )
+        self.dilations = tuple(self.dilations) or (1,) * self.layers
+        if len(self.dilations) != self.layers:
+            raise ValueError(f"need one dilation per layer ({self.layers}), got {self.dilations}")
+
+    @property
+    def bernoulli(self) -> bool:
+        return self.num_classes == 2
+
+    @property
+    def dims(self) -> int:
+        return self.channels * self.height * self.width
+
+    @property
+    def reach(self) -> int:
+        """How many rows up (and columns left/right) the receptive field of a pixel reaches."""
+        return self.first_kernel // 2 + sum((self.kernel // 2) * d for d in self.dilations)
+
+
+class _PixelCNNBase(ARModule):
+    """Input checks, heads, ``log_prob`` and the naive sampling loop shared by both models.
+
+    Subclasses implement ``logits_from_float(h, label) -> (B, K', C, H, W)`` with ``K' = 1``
+    (Bernoulli) or ``K = num_classes``; ``h (B, C, H, W)`` is the image scaled to [-1, 1].
+    """
+
+    def __init__(self, config: PixelCNNConfig):
+        super().__init__()
+        self.config = config
+        cfg = config
+        self.out_per_channel = 1 if cfg.bernoulli else cfg.num_classes
+        self.embed = None
+        if cfg.num_labels:
+            # One embedding per layer, for the 2C pre-activations of its gated / residual unit.
+            self.embed = nn.ModuleList(
+                nn.Embedding(cfg.num_labels, 2 * cfg.hidden) for _ in range(cfg.layers)
+            )
+
+    # -- input handling --------------------------------------------------------------------------
+
+    def check_images(self, x: torch.Tensor, name: str = "x") -> None:
+        """Clear errors for float images, wrong shapes or channel counts, values out of range."""
+        cfg = self.config
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"{name} must have shape (batch, {cfg.channels}, {cfg.height}, {cfg.width}), "
+                f"got {tuple(x.shape)}"
+            )
+        if x.shape[1] != cfg.channels:
+            raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {cfg.channels}")
+        check_discrete(x, cfg.num_classes, (cfg.channels, cfg.height, cfg.width), name)
+
+    def check_labels(self, label, n: int, device) -> torch.Tensor | None:
+        """``label``: None, an int, or ``(n,)`` ints in ``[0, num_labels)`` -> ``(n,)`` long or None."""
+        cfg = self.config
+        if not cfg.num_labels:
+            if label is not None:
+                raise ValueError(
+                    "this model is not class-conditional (num_labels=0); do not pass a label"
+                )
+            return None
+        if label is None:
+            raise ValueError(
+                f"this model is class-conditional: pass label (ints in [0, {cfg.num_labels - 1}])"
+            )
+        label = torch.as_tensor(label, device=device)
+        if label.dim() == 0:
+            label = label.expand(n)
+        if label.shape != (n,):
+            raise ValueError(f"label must be an int or have shape ({n},), got {tuple(label.shape)}")
+        check_discrete(label.unsqueeze(1), cfg.num_labels, (1,), "label")
+        return label.long()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer pixels ``{0..K-1}`` -> floats in [-1, 1] (what the network reads)."""
+        dtype = self.head.out.weight.dtype  # float32 normally; float64 in the exactness tests
+        return x.to(dtype) * (2.0 / (self.config.num_classes - 1)) - 1.0
+
+    def conditioning(self, label: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Per layer: ``(B, 2C, 1, 1)`` label embedding to add, or None."""
+        if self.embed is None or label is None:
+            return [None] * self.config.layers
+        return [e(label)[:, :, None, None] for e in self.embed]
+
+    # -- the protocol ----------------------------------------------------------------------------
+
+    def logits_from_float(self, h: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, label=None) -> torch.Tensor:
+        """Parameters of every conditional: ``x (B, C, H, W) long`` -> logits.
+
+        Bernoulli head: ``(B, C, H, W)`` (one logit of P(x=1) each); categorical head:
+        ``(B, C, H, W, K)``.
+        """
+        self.check_images(x)
+        raw = self.logits_from_float(self.encode(x), self.check_labels(label, x.shape[0], x.device))
+        return raw[:, 0] if self.config.bernoulli else raw.movedim(1, -1)
+
+    def log_prob(self, x: torch.Tensor, label=None, validate: bool = True) -> torch.Tensor:
+        """``log p(x)`` in nats: ``x (B, C, H, W) long -> (B,)``.
+
+        ``validate=False`` skips the input checks (they synchronise with the GPU every step).
+        """
+        if validate:
+            self.check_images(x)
+        label = self.check_labels(label, x.shape[0], x.device) if validate else label
+        raw = self.logits_from_float(self.encode(x), label).float()
+        if self.config.bernoulli:
+            nll = F.binary_cross_entropy_with_logits(raw[:, 0], x.float(), reduction="none")
+        else:
+            nll = F.cross_entropy(raw, x, reduction="none")  # class dimension 1: no copy
+        return -nll.flatten(1).sum(1)
+
+    def nll(self, x: torch.Tensor, label=None, validate: bool = True) -> torch.Tensor:
+        """Mean NLL per image in nats."""
+        return -self.log_prob(x, label, validate).mean()
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def _start(
+        self, n: int, prompt, label, device
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """Blank canvas ``(n, C, H, W)`` with the prompt's rows filled in; first row to sample."""
+        cfg = self.config
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        x = torch.zeros(n, cfg.channels, cfg.height, cfg.width, dtype=torch.long, device=device)
+        rows = 0
+        if prompt is not None:
+            prompt = torch.as_tensor(prompt)
+            if prompt.dim() == 3:
+                prompt = prompt.unsqueeze(0).expand(n, -1, -1, -1)
+            if (
+                prompt.dim() != 4
+                or prompt.shape[0] != n
+                or prompt.shape[1] != cfg.channels
+                or prompt.shape[3] != cfg.width
+                or prompt.shape[2] > cfg.height
+            ):
+                raise ValueError(
+                    f"prompt must hold the first rows of the images: shape ({n}, {cfg.channels}, "
+                    f"rows<={cfg.height}, {cfg.width}) or without the batch dimension, got {tuple(prompt.shape)}"
+                )
+            check_discrete(prompt, cfg.num_classes, None, "prompt")
+            rows = prompt.shape[2]
+            x[:, :, :rows] = prompt.to(device)
+        return x, rows, self.check_labels(label, n, device)
+
+    def _draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One draw per image from ``logits (n, K')``: Bernoulli or categorical, one uniform each."""
+        if self.config.bernoulli:
+            return sample_bernoulli(logits[:, 0], generator)
+        return sample_categorical(logits, generator)
+
+    @torch.no_grad()
+    def sample_naive(
+        self,
+        n: int,
+        prompt=None,
+        label=None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """The textbook loop: one full forward pass per pixel and channel (H*W*C passes).
+
+        ``prompt (n or -, C, rows, W)`` fixes the first rows (image completion); ``label`` an int or
+        ``(n,)`` for a class-conditional model. Returns ``(n, C, H, W)`` long.
+        """
+        cfg = self.config
+        x, rows, label = self._start(n, prompt, label, self.device)
+        steps = range(rows * cfg.width, cfg.height * cfg.width)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="naive sampling", leave=False)
+        for p in steps:
+            i, j = divmod(p, cfg.width)
+            for c in range(cfg.channels):
+                raw = self.logits_from_float(self.encode(x), label)
+                x[:, c, i, j] = self._draw(raw[:, :, c, i, j], generator)
+        return x
+
+    def sample(
+        self,
+        n: int,
+        prompt=None,
+        label=None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Ancestral samples ``(n, C, H, W)`` long (see :meth:`sample_naive` for the arguments)."""
+        return self.sample_naive(n, prompt, label, generator, progress)
+
+    def effective_parameters(self) -> int:
+        """Parameters that can influence the output (masked-out weights not counted)."""
+        total = 0
+        for m in self.modules():
+            if isinstance(m, MaskedConv2d):
+                total += m.effective_parameters()
+            elif not any(True for _ in m.children()):
+                total += sum(p.numel() for p in m.parameters(recurse=False))
+        return total
+
+
+class _OutputHead(nn.Module):
+    """ELU, masked 1x1 (type B), ELU, masked 1x1 to ``K' * C`` logits -> ``(B, K', C, H, W)``."""
+
+    def __init__(self, hidden: int, channels: int, out_per_channel: int):
+        super().__init__()
+        self.channels, self.k = channels, out_per_channel
+        self.mid = masked_conv(hidden, hidden, 1, "B", channels)
+        # Output channel k belongs to colour group k % C, so the (K', C) view below is right.
+        self.out = masked_conv(hidden, out_per_channel * channels, 1, "B", channels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.out(F.elu(self.mid(F.elu(h))))
+        return h.view(h.shape[0], self.k, self.channels, h.shape[2], h.shape[3])
+
+
+# ----------------------------------------------------------------------------------------------
+# the plain PixelCNN
+
+
+class PixelCNN(_PixelCNNBase):
+    """Stacked masked convolutions (van den Oord et al. 2016, PixelCNN): 7x7 type A, then
+    residual blocks ``x + conv3x3_B(relu(x))``, then the output head. Has a blind spot."""
+
+    def __init__(self, config: PixelCNNConfig):
+        super().__init__(config)
+        cfg = config
+        g = cfg.channels
+        self.first = masked_conv(g, cfg.hidden, cfg.first_kernel, "A", g)
+        # Each block computes 2C channels: a residual update and a gate (a plain sigmoid-gated
+        # residual keeps training stable; the *masks* are what makes this the plain PixelCNN).
+        self.blocks = nn.ModuleList(
+            masked_conv(cfg.hidden, 2 * cfg.hidden, cfg.kernel, "B", g, d) for d in cfg.dilations
+        )
+        self.head = _OutputHead(cfg.hidden, g, self.out_per_channel)
+
+    def logits_from_float(self, h: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """``h (B, C, H, W)`` in [-1, 1] -> logits ``(B, K', C, H, W)``."""
+        x = self.first(h)
+        for block, cond in zip(self.blocks, self.conditioning(label)):
+            a = block(F.elu(x))
+            if cond is not None:
+                a = a + cond
+            val, gate = a.chunk(2, dim=1)
+            x = x + torch.tanh(val) * torch.sigmoid(gate)
+        return self.head(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# the gated PixelCNN
+
+
+class GatedLayer(nn.Module):
+    """One gated layer: vertical stack ``v``, horizontal stack ``h``, both ``(B, C, H, W)``.
+
+    The vertical convolution (k x k, rows above and the centre row) feeds the horizontal stack
+    through a 1x1 convolution; the horizontal convolution (1 x k, pixels to the left and the
+    centre under the type-B channel rule) adds its own view; each stack then applies
+    ``tanh(a) * sigmoid(b)``. The horizontal stack is residual.
+    """
+
+    def __init__(self, hidden: int, groups: int, kernel: int, dilation: int):
+        super().__init__()
+        self.v_conv = MaskedConv2d(
+            hidden, 2 * hidden, vertical_mask(hidden, 2 * hidden, kernel, first=False), dilation
+        )
+        self.h_conv = masked_conv(hidden, 2 * hidden, (1, kernel), "B", groups, dilation)
+        # Vertical features only ever see rows above, so mixing all their channels is causal.
+        self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)
+        self.h_out = masked_conv(hidden, hidden, 1, "B", groups)
+
+    def vertical(
+        self, v: torch.Tensor, cond: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (new vertical features ``(B, C, H, W)``, pre-activation ``(B, 2C, H, W)`` for ``h``)."""
+        pre = self.v_conv(v)
+        if cond is not None:
+            pre = pre + cond
+        val, gate = pre.chunk(2, dim=1)
+        return torch.tanh(val) * torch.sigmoid(gate), pre
+
+    def horizontal(
+        self, h: torch.Tensor, v_pre: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
+        pre = self.h_conv(h) + self.v_to_h(v_pre)
+        if cond is not None:
+            pre = pre + cond
+        val, gate = pre.chunk(2, dim=1)
+        return h + self.h_out(torch.tanh(val) * torch.sigmoid(gate))
+
+
+class GatedPixelCNN(_PixelCNNBase):
+    """Gated PixelCNN (van den Oord et al. 2016): vertical + horizontal stacks, no blind spot.
+
+    The first layer is a type-A pair (vertical: rows strictly above; horizontal: pixels strictly
+    to the left, plus earlier colour channels of the current pixel); then ``layers`` gated
+    layers; the output head reads the horizontal stack.
+    """
+
+    def __init__(self, config: PixelCNNConfig):
+        super().__init__(config)
+        cfg = config
+        g = cfg.channels
+        k1 = cfg.first_kernel
+        self.v_first = MaskedConv2d(g, cfg.hidden, vertical_mask(g, cfg.hidden, k1, first=True))
+        self.h_first = masked_conv(g, cfg.hidden, (1, k1), "A", g)
+        self.layers = nn.ModuleList(GatedLayer(cfg.hidden, g, cfg.kernel, d) for d in cfg.dilations)
+        self.head = _OutputHead(cfg.hidden, g, self.out_per_channel)
+
+    def vertical_stack(self, h: torch.Tensor, conds: list) -> list[torch.Tensor]:
+        """``h (B, C, R, W)`` -> every layer's vertical pre-activation ``(B, 2C, R, W)``."""
+        v = self.v_first(h)
+        pres = []
+        for layer, cond in zip(self.layers, conds):
+            v, pre = layer.vertical(v, cond)
+            pres.append(pre)
+        return pres
+
+    def horizontal_stack(
+        self, h: torch.Tensor, v_pres: list[torch.Tensor], conds: list
+    ) -> torch.Tensor:
+        """``h (B, C, R, W')`` and the vertical pre-activations at the same pixels -> logits."""
+        x = self.h_first(h)
+        for layer, pre, cond in zip(self.layers, v_pres, conds):
+            x = layer.horizontal(x, pre, cond)
+        return self.head(x)
+
+    def logits_from_float(self, h: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """``h (B, C, H, W)`` in [-1, 1] -> logits ``(B, K', C, H, W)``."""
+        conds = self.conditioning(label)
+        return self.horizontal_stack(h, self.vertical_stack(h, conds), conds)
+
+    @torch.no_grad()
+    def sample_fast(
+        self,
+        n: int,
+        prompt=None,
+        label=None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Same samples as :meth:`sample_naive` for the same generator, computing far less.
+
+        A pixel's conditional depends on at most ``reach`` rows above it and ``reach`` pixels to
+        its left in its own row (:attr:`PixelCNNConfig.reach`). So, once per row, the vertical
+        stack runs on just the rows that row can see; then, for each pixel and channel, the
+        horizontal stack and head run on the ``reach + 1`` pixels ending at that pixel. Features
+        near the edge of such a crop are wrong (the convolution pads the crop with zeros), but
+        the error travels at most one kernel reach per layer, so it never gets to the pixel
+        being sampled. (Equality is exact in arithmetic; in floating point the crops may round
+        differently in the last bit, which could flip a draw whose uniform lies within ~1e-7 of
+        a boundary of the CDF. The tests check equality in float64.)
+        """
+        cfg = self.config
+        r = cfg.reach
+        x, rows, label = self._start(n, prompt, label, self.device)
+        conds = self.conditioning(label)
+        it = range(rows, cfg.height)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="fast sampling (rows)", leave=False)
+        for i in it:
+            top = max(0, i - r)
+            v_pres = [
+                pre[:, :, -1:]
+                for pre in self.vertical_stack(self.encode(x[:, :, top : i + 1]), conds)
+            ]
+            for j in range(cfg.width):
+                left = max(0, j - r)
+                window = [pre[..., left : j + 1] for pre in v_pres]
+                for c in range(cfg.channels):
+                    raw = self.horizontal_stack(
+                        self.encode(x[:, :, i : i + 1, left : j + 1]), window, conds
+                    )
+                    x[:, c, i, j] = self._draw(raw[:, :, c, 0, -1], generator)
+        return x
+
+    def sample(
+        self,
+        n: int,
+        prompt=None,
+        label=None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        fast: bool = True,
+    ) -> torch.Tensor:
+        """Ancestral samples ``(n, C, H, W)`` long; ``fast=False`` runs the naive loop instead.
+
+        ``prompt (n or -, C, rows, W)`` fixes the first rows; ``label`` conditions on a class.
+        """
+        if fast:
+            return self.sample_fast(n, prompt, label, generator, progress)
+        return self.sample_naive(n, prompt, label, generator, progress)
+
+
+def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
+    """Position in the autoregressive order of each entry of a flattened ``(C, H, W)`` image.
+
+    ``order[c*H*W + i*W + j] = (i*W + j)*C + c``: pixels row by row, channels inside a pixel.
+    """
+    c, i, j = torch.meshgrid(
+        torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij"
+    )
+    return ((i * width + j) * channels + c).flatten()
+
+
+def build(config: PixelCNNConfig, gated: bool = True) -> _PixelCNNBase:
+    """The gated or the plain PixelCNN for ``config``."""
+    return GatedPixelCNN(config) if gated else PixelCNN(config)
