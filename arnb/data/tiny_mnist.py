@@ -20,6 +20,7 @@ evaluated.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -48,10 +49,16 @@ def tiny_binary_mnist(
     """Binarized ``size x size`` MNIST of one split as ``(N, size*size)`` long in {0, 1}.
 
     ``split`` is ``"train"`` (60,000 images: use :func:`tiny_mnist_splits` for the
-    train/validation division) or ``"test"`` (10,000).
+    train/validation division) or ``"test"`` (10,000). Results are cached in memory (they are
+    small), so asking again is free; the caller gets its own copy.
     """
     if method not in ("bernoulli", "threshold"):
         raise ValueError(f"method must be 'bernoulli' or 'threshold', got {method!r}")
+    return _tiny(split, int(size), method).clone()
+
+
+@functools.lru_cache(maxsize=16)
+def _tiny(split: str, size: int, method: str) -> torch.Tensor:
     images, _ = load_mnist(split)
     small = shrink(images, size)
     if method == "bernoulli":

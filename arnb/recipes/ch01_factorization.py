@@ -59,13 +59,14 @@ class Ch01Sizes:
 SIZES = {
     "smoke": Ch01Sizes(
         image_sizes=(4, 5),
-        train_sizes=(100, 2000),
+        train_sizes=(300,),
         made_hidden=(32,),
         steps=40,
         min_epochs_steps=20,
         eval_every=20,
         num_samples=2000,
         time_limit=20.0,
+        budget=60.0,
     ),
     "cpu": Ch01Sizes(),
     "gpu": Ch01Sizes(
@@ -79,6 +80,7 @@ SIZES = {
         eval_every=200,
         num_samples=100000,
         time_limit=40.0,
+        budget=240.0,
     ),
 }
 
@@ -319,11 +321,12 @@ def sweep(
     """Fit the three models for every image size and training-set size of ``sizes``.
 
     Returns ``rows`` (one per model and setting), ``patterns`` (distinct patterns and unseen
-    test fraction per setting) and ``skipped`` (settings left out because ``sizes.budget``
-    seconds had passed; empty normally).
+    test fraction per setting), ``models`` (``{S: {name: model}}`` fitted on the largest training
+    set of each image size) and ``skipped`` (settings left out because ``sizes.budget`` seconds
+    had passed; empty normally).
     """
     t0 = time.time()
-    rows, patterns, skipped = [], [], []
+    rows, patterns, skipped, models = [], [], [], {}
     settings = [(s, n) for s in sizes.image_sizes for n in sizes.train_sizes]
     if progress:
         from tqdm.auto import tqdm
@@ -337,10 +340,12 @@ def sweep(
         if data is None or data.size != s:
             data = tiny_mnist_splits(s)
         n = min(n, len(data.train))
-        r, _ = compare_models(data, n, sizes, device, seed)
+        r, fitted = compare_models(data, n, sizes, device, seed)
         rows += r
         patterns.append(pattern_stats(data.train[:n], data.test))
-    return {"rows": rows, "patterns": patterns, "skipped": skipped}
+        if n >= max(min(m, len(data.train)) for m in sizes.train_sizes):
+            models[s] = fitted
+    return {"rows": rows, "patterns": patterns, "models": models, "skipped": skipped}
 
 
 @recipe("ch01-sample-complexity", "test NLL of table / FVSBN / MADE as the training set and D grow")
@@ -352,4 +357,4 @@ def ch01_sample_complexity(setup: Setup, out: Path) -> dict:
     plot_sweep(result["rows"], ax)
     save_figure(fig, out, "ch01_sample_complexity")
     plt.close(fig)
-    return result
+    return {k: v for k, v in result.items() if k != "models"}
