@@ -295,9 +295,11 @@ class _PixelCNNBase(ARModule):
         if validate:
             self.check_images(x)
         label = self.check_labels(label, x.shape[0], x.device) if validate else label
-        raw = self.logits_from_float(self.encode(x), label).float()
+        raw = self.logits_from_float(self.encode(x), label)
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()  # the loss in full precision, also under autocast
         if self.config.bernoulli:
-            nll = F.binary_cross_entropy_with_logits(raw[:, 0], x.float(), reduction="none")
+            nll = F.binary_cross_entropy_with_logits(raw[:, 0], x.to(raw.dtype), reduction="none")
         else:
             nll = F.cross_entropy(raw, x, reduction="none")  # class dimension 1: no copy
         return -nll.flatten(1).sum(1)
@@ -597,6 +599,25 @@ def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
         torch.arange(channels), torch.arange(height), torch.arange(width), indexing="ij"
     )
     return ((i * width + j) * channels + c).flatten()
+
+
+def receptive_field(model: _PixelCNNBase, i: int, j: int, c: int = 0, label=None) -> torch.Tensor:
+    """Which inputs the conditional of ``x[c, i, j]`` depends on, by gradients: ``(C, H, W)`` bool.
+
+    The input is a fixed random image in [-1, 1] (so that no unit happens to sit at zero) and
+    the output's logits are mixed by fixed random weights (so that no dependence cancels).
+    """
+    cfg = model.config
+    g = torch.Generator().manual_seed(0)
+    dtype = model.head.out.weight.dtype
+    h = torch.rand(1, cfg.channels, cfg.height, cfg.width, generator=g, dtype=torch.float64) * 2 - 1
+    h = h.to(model.device, dtype).requires_grad_(True)
+    if label is not None:
+        label = torch.as_tensor(label, device=model.device).reshape(1)
+    raw = model.logits_from_float(h, label)
+    weights = torch.randn(raw.shape[1], generator=g, dtype=torch.float64).to(raw)
+    (grad,) = torch.autograd.grad((raw[0, :, c, i, j] * weights).sum(), h)
+    return grad[0] != 0
 
 
 def build(config: PixelCNNConfig, gated: bool = True) -> _PixelCNNBase:
