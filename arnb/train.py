@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -144,8 +145,15 @@ def train(
     data = _forever(batches)
     for _ in range(start):  # a resumed run continues the data stream where it stopped
         next(data)
+    # In a log file (a recipe on a GPU server) a bar refreshed ten times a second is megabytes.
+    interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     bar = tqdm(
-        range(start, steps), desc="training", disable=not progress, initial=start, total=steps
+        range(start, steps),
+        desc="training",
+        disable=not progress,
+        initial=start,
+        total=steps,
+        mininterval=0.1 if interactive else 30.0,
     )
     running = None
     for step in bar:
