@@ -112,27 +112,35 @@ class MaskedConv2d(nn.Conv2d):
 
     "Same" padding (scaled by the dilation) keeps the image size. The masked weights still exist
     but receive zero gradient and never influence the output.
+
+    A speed-up that changes nothing in the arithmetic's result: kernel rows and columns that the
+    mask zeroes out entirely (e.g. the lower half of a vertical-stack kernel) are cut off before
+    the convolution and the input is padded asymmetrically instead, so no multiply is spent on
+    them. A 3x3 vertical kernel costs 6 taps instead of 9, a 7x7 first layer 21 instead of 49.
     """
 
     def __init__(self, in_channels: int, out_channels: int, mask: torch.Tensor, dilation: int = 1):
         kh, kw = mask.shape[-2:]
-        super().__init__(
-            in_channels,
-            out_channels,
-            (kh, kw),
-            dilation=dilation,
-            padding=(dilation * (kh // 2), dilation * (kw // 2)),
-        )
+        super().__init__(in_channels, out_channels, (kh, kw), dilation=dilation, padding=0)
         if mask.shape != self.weight.shape:
             raise ValueError(
                 f"mask shape {tuple(mask.shape)} != weight shape {tuple(self.weight.shape)}"
             )
         self.register_buffer("mask", mask.clone(), persistent=False)
+        used = mask.sum((0, 1)) > 0
+        rows, cols = used.any(1).nonzero().flatten(), used.any(0).nonzero().flatten()
+        if len(rows) == 0:
+            raise ValueError("the mask hides every weight")
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+        self.crop = (r0, r1 + 1, c0, c1 + 1)
+        d = dilation
+        # (left, right, top, bottom); a negative pad drops input rows no kept weight can reach
+        self.pad = (d * (kw // 2 - c0), d * (c1 - kw // 2), d * (kh // 2 - r0), d * (r1 - kh // 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation
-        )
+        r0, r1, c0, c1 = self.crop
+        weight = (self.weight * self.mask)[:, :, r0:r1, c0:c1]
+        return F.conv2d(F.pad(x, self.pad), weight, self.bias, 1, 0, self.dilation)
 
     def effective_parameters(self) -> int:
         """Weights that the mask lets through, plus the bias."""

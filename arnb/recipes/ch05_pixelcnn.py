@@ -64,7 +64,7 @@ class Ch05Sizes:
     color_size: int = 14
     num_samples: int = 16  # images drawn for the sample grids
     bench_n: int = 64  # batch of the naive-vs-fast sampling benchmark
-    bench_naive: bool = True  # run the naive loop in full (slow on CPU)
+    notebook_bench_n: int = 64  # the notebook's side-by-side run (the recipe always uses bench_n)
     eval_batch: int = 500
 
 
@@ -106,29 +106,27 @@ SIZES = {
     ),
     "cpu": Ch05Sizes(
         binary=RunSizes(
-            hidden=32,
+            hidden=24,
             layers=4,
             dilations=(1, 2, 1, 2),
             batch=32,
-            steps=500,
+            steps=400,
             lr=3e-3,
             warmup=30,
-            test_subset=2000,
-            eval_every=125,
+            eval_every=100,
         ),
         mnist8=RunSizes(
-            hidden=32,
+            hidden=24,
             layers=4,
             dilations=(1, 2, 1, 2),
             batch=32,
-            steps=500,
+            steps=400,
             lr=3e-3,
             warmup=30,
-            test_subset=2000,
-            eval_every=125,
+            eval_every=100,
         ),
         color=RunSizes(
-            hidden=48,
+            hidden=24,
             layers=4,
             dilations=(1, 2, 1, 1),
             batch=32,
@@ -136,10 +134,11 @@ SIZES = {
             lr=3e-3,
             warmup=30,
             test_subset=2000,
-            eval_every=125,
+            eval_every=100,
         ),
         num_samples=16,
         bench_n=64,
+        notebook_bench_n=16,
         eval_batch=500,
     ),
     "gpu": Ch05Sizes(
@@ -328,8 +327,6 @@ def fit(task: str, env: Setup, sizes: Ch05Sizes, conditional: bool = False, prog
     model = make_model(run, k, c, xtr.shape[2], xtr.shape[3], 10 if conditional else 0).to(
         env.device
     )
-    if env.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
     batches = ShuffledBatches(xtr, ytr, run.batch, env.seed, env.device)
     steps = calibrate_steps(model, batches, run, conditional)
     ev_n = min(len(xte), 1000)  # the curve uses 1000 test images; the final figure uses all

@@ -1,0 +1,68 @@
+"""Chapter 5: the exercise checkers accept right answers and reject wrong ones; coloured MNIST."""
+
+import pytest
+import torch
+
+from arnb.data.colored_mnist import colorize, load_colored_mnist
+from arnb.exercises import ch05
+
+
+def good_mask(k, t):
+    m = torch.zeros(k, k)
+    m[: k // 2] = 1
+    m[k // 2, : k // 2 + (t == "B")] = 1
+    return m
+
+
+def off_by_one_mask(k, t):  # the classic bug: the centre row is kept whole
+    m = good_mask(k, t)
+    m[k // 2, :] = 1
+    return m
+
+
+def test_causal_mask_checker(capsys):
+    assert ch05.check_causal_mask(good_mask)
+    assert "correct" in capsys.readouterr().out
+    assert not ch05.check_causal_mask(off_by_one_mask)
+    assert not ch05.check_causal_mask(lambda k, t: good_mask(k, "A"))
+    assert not ch05.check_causal_mask(lambda k, t: 1 / 0)
+    assert "wrong" in capsys.readouterr().out
+
+
+def test_colour_mask_checker():
+    assert ch05.check_colour_mask(lambda t: torch.tril(torch.ones(3, 3), 0 if t == "B" else -1))
+    assert not ch05.check_colour_mask(lambda t: torch.tril(torch.ones(3, 3), -1))
+    assert not ch05.check_colour_mask(lambda t: torch.triu(torch.ones(3, 3), 0 if t == "B" else 1))
+
+
+def test_blind_spot_checker():
+    assert ch05.check_blind_spot(ch05.blind_spot)
+    assert not ch05.check_blind_spot(lambda model, i, j: torch.zeros(12, 12, dtype=torch.bool))
+    assert not ch05.check_blind_spot(lambda model, i, j: torch.zeros(3, 3))
+
+
+def test_colorize_is_deterministic_and_in_range():
+    images = torch.randint(256, (50, 1, 6, 6))
+    a, b = colorize(images, 2, seed=5), colorize(images, 2, seed=5)
+    assert torch.equal(a, b) and a.shape == (50, 3, 6, 6)
+    assert a.min() >= 0 and a.max() <= 3
+    # full-intensity pixels take the foreground colour, zero pixels the background colour,
+    # and the two differ by at least half the levels in some channel
+    full = torch.full((4, 1, 2, 2), 255)
+    full[:, :, 0, 0] = 0
+    c = colorize(full, 3, seed=1)
+    fg, bg = c[:, :, 1, 1], c[:, :, 0, 0]
+    assert ((fg - bg).abs().amax(1) >= 4).all()
+    assert not torch.equal(colorize(images, 2, seed=6), a)
+    with pytest.raises(ValueError, match="bits"):
+        colorize(images, 0, seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        colorize(images[:, 0], 2, seed=0)
+
+
+def test_load_colored_mnist():
+    x, y = load_colored_mnist("test", bits=2, size=14)
+    assert x.shape == (10000, 3, 14, 14) and x.dtype == torch.long and y.shape == (10000,)
+    assert x.min() == 0 and x.max() == 3
+    with pytest.raises(ValueError, match="size"):
+        load_colored_mnist("test", size=7)
