@@ -12,6 +12,7 @@ All sizes live in :data:`SIZES`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -63,100 +64,37 @@ class Ch02Sizes:
     sample_chars: int = 300
 
 
+# fmt: off
 SIZES = {
     "smoke": Ch02Sizes(
-        train_chars=60_000,
-        val_chars=5_000,
-        prefix_lengths=(1, 2, 3, 4),
-        orders=(1, 2, 3, 4),
-        tune_orders=(2, 3),
-        tune_scales=(1.0,),
-        eval_chars=1_000,
-        sample_chars=60,
-        nets=[
-            NetSizes("HMM, 8 states", "hmm", states=8, batch=8, chunk=16, lr=0.05, steps=4),
-            NetSizes("RNN (tanh), 32", "rnn", hidden=32, batch=8, chunk=16, steps=4),
-            NetSizes("GRU, 32", "gru", hidden=32, batch=8, chunk=16, steps=4),
-        ],
+        train_chars=60_000, val_chars=5_000, prefix_lengths=(1, 2, 3, 4), orders=(1, 2, 3, 4),
+        tune_orders=(2, 3), tune_scales=(1.0,), eval_chars=1_000, sample_chars=60,
+        nets=[NetSizes("HMM, 8 states", "hmm", states=8, batch=8, chunk=16, lr=0.05, steps=4),
+              NetSizes("RNN (tanh), 32", "rnn", hidden=32, batch=8, chunk=16, steps=4),
+              NetSizes("GRU, 32", "gru", hidden=32, batch=8, chunk=16, steps=4)],
     ),
     "cpu": Ch02Sizes(
-        train_chars=None,
-        val_chars=None,
-        prefix_lengths=tuple(range(1, 11)),
-        orders=tuple(range(1, 9)),
-        tune_orders=(6, 7, 8),
-        tune_scales=(0.9, 1.0, 1.15, 1.3),
-        nets=[
-            NetSizes("HMM, 16 states", "hmm", states=16, batch=32, chunk=64, lr=0.05, steps=250),
-            NetSizes("HMM, 64 states", "hmm", states=64, batch=32, chunk=64, lr=0.05, steps=250),
-            NetSizes(
-                "RNN (tanh), 1x256", "rnn", hidden=256, batch=32, chunk=64, lr=3e-3, steps=400
-            ),
-            NetSizes(
-                "GRU, 2x256", "gru", hidden=256, layers=2, batch=32, chunk=64, lr=3e-3, steps=400
-            ),
-        ],
+        train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
+        tune_orders=(6, 7, 8), tune_scales=(1.0, 1.15, 1.3), eval_chars=5_000,
+        nets=[NetSizes("HMM, 16 states", "hmm", states=16, batch=32, chunk=32, lr=0.05, steps=150),
+              NetSizes("HMM, 64 states", "hmm", states=64, batch=32, chunk=32, lr=0.05, steps=150),
+              NetSizes("RNN (tanh), 1x128", "rnn", hidden=128, batch=32, chunk=64, lr=4e-3, steps=300),
+              NetSizes("GRU, 1x256", "gru", hidden=256, batch=32, chunk=64, lr=4e-3, steps=250)],
     ),
     # gpu: each net gets a time budget (the lead's GPU is shared); steps = min(cap, budget / step time).
     # The LSTM is data-limited, not compute-limited (1M characters): the cap keeps it near 40 epochs.
     "gpu": Ch02Sizes(
-        train_chars=None,
-        val_chars=None,
-        prefix_lengths=tuple(range(1, 11)),
-        orders=tuple(range(1, 9)),
-        tune_orders=(6, 7, 8),
-        tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3),
-        eval_chars=10_000,
-        sample_chars=400,
-        nets=[
-            NetSizes(
-                "HMM, 64 states",
-                "hmm",
-                states=64,
-                batch=128,
-                chunk=64,
-                lr=0.05,
-                steps=3000,
-                budget_s=15,
-            ),
-            NetSizes(
-                "HMM, 512 states",
-                "hmm",
-                states=512,
-                batch=128,
-                chunk=64,
-                lr=0.05,
-                steps=3000,
-                budget_s=25,
-            ),
-            NetSizes(
-                "RNN (tanh), 2x512",
-                "rnn",
-                hidden=512,
-                layers=2,
-                dropout=0.1,
-                batch=128,
-                chunk=64,
-                lr=2e-3,
-                steps=2500,
-                budget_s=30,
-            ),
-            NetSizes(
-                "LSTM, 3x512",
-                "lstm",
-                embed=128,
-                hidden=512,
-                layers=3,
-                dropout=0.3,
-                batch=128,
-                chunk=128,
-                lr=2e-3,
-                steps=2500,
-                budget_s=170,
-            ),
-        ],
+        train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
+        tune_orders=(6, 7, 8), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000, sample_chars=400,
+        nets=[NetSizes("HMM, 64 states", "hmm", states=64, batch=128, chunk=64, lr=0.05, steps=3000, budget_s=15),
+              NetSizes("HMM, 512 states", "hmm", states=512, batch=128, chunk=64, lr=0.05, steps=3000, budget_s=25),
+              NetSizes("RNN (tanh), 2x512", "rnn", hidden=512, layers=2, dropout=0.1, batch=128, chunk=64,
+                       lr=2e-3, steps=2500, budget_s=30),
+              NetSizes("LSTM, 3x512", "lstm", embed=128, hidden=512, layers=3, dropout=0.3, batch=128,
+                       chunk=128, lr=2e-3, steps=2500, budget_s=170)],
     ),
 }
+# fmt: on
 
 
 # ---------------------------------------------------------------- data
@@ -293,6 +231,28 @@ def train_net(
     ``info`` holds the exact validation nats/char (the whole validation text, one pass, float32)
     and the training seconds.
     """
+    with cpu_threads(1 if torch.device(device).type == "cpu" else None):
+        return _train_net(s, train_ids, val_ids, K, device, seed, eval_chars, progress)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Temporarily use ``n`` CPU threads (None: leave as is).
+
+    These models run long chains of small sequential operations; on a laptop's two cores, and
+    much more on a shared machine, synchronising two threads per operation costs more than it
+    saves (measured here: 20 times slower for the HMM with two busy-waiting threads).
+    """
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train_net(s, train_ids, val_ids, K, device, seed, eval_chars, progress):
     torch.manual_seed(seed)
     model = build_net(s, K, device)
     batches = StreamBatches(train_ids, s.batch, s.chunk, bos=K, seed=seed)
