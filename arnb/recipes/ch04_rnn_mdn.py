@@ -167,8 +167,9 @@ def nll_per_point(
     return total / count
 
 
-def make_models(sizes: Ch04Sizes) -> dict[str, torch.nn.Module]:
-    """The chapter's three models, freshly initialised: the RNN-MDN and its two baselines."""
+def make_models(sizes: Ch04Sizes, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """The chapter's three models, freshly initialised from ``seed``: the RNN-MDN and its two baselines."""
+    torch.manual_seed(seed)
     return {
         "context-free mixture": ContextFreeMixture(
             components=sizes.components, sigma_floor=SIGMA_FLOOR
@@ -213,7 +214,7 @@ def compare_models(
 ) -> dict:
     """Train the three models on one data set; ``{name: {"model", "history", "test_nll", "params"}}``."""
     results = {}
-    for name, model in make_models(sizes).items():
+    for name, model in make_models(sizes, seed).items():
         hist = fit_stroke_model(model, data, sizes, device, seed=seed, progress=progress)
         results[name] = {
             "model": model,
@@ -277,8 +278,8 @@ def loss_figure(results: dict, title: str):
 def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
     """A figure: a drawing so far and the model's density of the next pen position, at ``num`` steps.
 
-    The density of the move ``(dx, dy)`` (from :func:`~arnb.models.rnn_mdn.bivariate_normal_log_prob`)
-    is drawn around the current pen position (black cross); the red dot is where the drawing
+    The log density of the move ``(dx, dy)`` (from :func:`~arnb.models.rnn_mdn.bivariate_normal_log_prob`)
+    is shaded over its top 8 nats around the current pen position (black cross); the red dot is where the drawing
     actually went next. The title gives the step and the probability that the pen lifts after it.
     """
     x = torch.as_tensor(np.asarray(seq, dtype=np.float32))
@@ -295,14 +296,14 @@ def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
         moves = torch.stack([gx, gy], -1).reshape(-1, 2)
         logd = torch.logsumexp(log_pi + bivariate_normal_log_prob(moves, p.mu, p.sigma, p.rho), -1)
         here = pos[t - 1]
-        dens = logd.exp().reshape(res, res).numpy()
+        # log density, shaded over the top 8 nats: the peaks are far too sharp to show linearly
+        logd = logd.reshape(res, res).numpy()
         ax.contourf(
             (here[0] + gx).numpy(),
             -(here[1] + gy).numpy(),
-            dens,
-            levels=np.linspace(dens.max() / 20, dens.max(), 10),
+            logd,
+            levels=np.linspace(logd.max() - 8, logd.max(), 9),
             cmap="Blues",
-            extend="neither",
         )
         draw_strokes(x[:t], ax, lw=1.2)
         ax.plot(here[0], -here[1], "x", color="black", ms=6)
@@ -370,7 +371,9 @@ def _synth_loss(model, batch) -> torch.Tensor:
     return model.nll_per_point(x, (ids, tmask), mask)
 
 
-def make_synthesis(sizes: Ch04Sizes) -> HandwritingSynthesis:
+def make_synthesis(sizes: Ch04Sizes, seed: int = 0) -> HandwritingSynthesis:
+    """The synthesis model, freshly initialised from ``seed``."""
+    torch.manual_seed(seed)
     return HandwritingSynthesis(
         SynthesisConfig(
             hidden=sizes.synth_hidden, components=sizes.components, sigma_floor=SIGMA_FLOOR
@@ -466,7 +469,7 @@ def attention_figure(
 def handwriting_synthesis(setup: Setup, out: Path) -> dict:
     sizes = pick(SIZES, setup.profile)
     data = load_stroke_data("handwriting", sizes, seed=setup.seed)
-    model = make_synthesis(sizes)
+    model = make_synthesis(sizes, setup.seed)
     hist = fit_synthesis(model, data, sizes, setup.device, seed=setup.seed, progress=False)
     fig, ax = plt.subplots(figsize=(5, 3))
     plot_history(hist, "valid_nll", ax=ax, ylabel="NLL (nats / point)")
