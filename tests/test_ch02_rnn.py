@@ -17,6 +17,15 @@ from arnb.testing import (
 from arnb.train import train
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small sequential ops: one thread avoids thread-synchronisation stalls on busy machines."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def tiny_rnn(cell: str, K: int = 3, seed: int = 0) -> CharRNN:
     torch.manual_seed(seed)
     model = CharRNN(RNNConfig(vocab_size=K, cell=cell, embed=8, hidden=12, layers=2)).eval()
