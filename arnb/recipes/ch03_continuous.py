@@ -22,6 +22,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..config import Setup, pick
 from ..data.toy import (
@@ -148,6 +149,16 @@ def minibatches(*tensors: torch.Tensor, batch: int, generator: torch.Generator) 
         yield tuple(t[idx] for t in tensors)
 
 
+def _fit(model, loss_fn, batches, steps: int, desc: str, progress: bool, **kwargs) -> History:
+    """:func:`arnb.train.train` with a progress bar over the minibatches that refreshes at most
+    every two seconds (so an executed notebook stores a few lines, not one per step)."""
+    bar = tqdm(batches, total=steps, desc=desc, mininterval=2.0, disable=not progress)
+    try:
+        return train(model, loss_fn, bar, steps=steps, progress=False, **kwargs)
+    finally:
+        bar.close()
+
+
 def make_inverse_sine(sizes: Ch03Sizes, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     """Train and test sets of the inverse-sine problem with unit-variance noise, on ``device``."""
     g = torch.Generator().manual_seed(seed)
@@ -162,16 +173,17 @@ def fit_mse(
     torch.manual_seed(seed)
     model = MSERegressor(1, sizes.hidden, sizes.depth).to(data["x"].device)
     g = torch.Generator().manual_seed(seed)
-    hist = train(
+    hist = _fit(
         model,
         lambda m, b: m.loss(b[1], b[0]),
         minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        steps=sizes.mse_steps,
+        sizes.mse_steps,
+        "MSE regressor",
+        progress,
         lr=sizes.lr,
         warmup=100,
         eval_fn=lambda m: {"mse": m.loss(data["y_test"], data["x_test"])},
         eval_every=max(1, sizes.mse_steps // 5),
-        progress=progress,
         time_limit=sizes.time_limit,
     )
     return model, hist
@@ -195,16 +207,17 @@ def fit_density(
         data["x"].device
     )
     g = torch.Generator().manual_seed(seed)
-    hist = train(
+    hist = _fit(
         model,
         lambda m, b: m.nll(b[1], b[0]),
         minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        steps=sizes.steps,
+        sizes.steps,
+        "MDN" if head == "mixture" else "bins",
+        progress,
         lr=sizes.lr,
         warmup=200,
         eval_fn=lambda m: {"nll": m.nll(data["y_test"], data["x_test"])},
         eval_every=max(1, sizes.steps // 10),
-        progress=progress,
         time_limit=sizes.time_limit,
     )
     return model, hist
@@ -219,11 +232,13 @@ def fit_quantile(
     g = torch.Generator().manual_seed(seed)
     g_tau = torch.Generator().manual_seed(seed + 1)
     taus = torch.tensor(QUANTILE_LEVELS)
-    hist = train(
+    hist = _fit(
         model,
         lambda m, b: m.loss(b[1], b[0], sizes.quantile_taus, g_tau),
         minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        steps=sizes.quantile_steps,
+        sizes.quantile_steps,
+        "IQN",
+        progress,
         lr=sizes.lr,
         warmup=200,
         eval_fn=lambda m: {
@@ -232,7 +247,6 @@ def fit_quantile(
             )
         },
         eval_every=max(1, sizes.quantile_steps // 5),
-        progress=progress,
         time_limit=sizes.time_limit,
     )
     return model, hist
@@ -391,16 +405,18 @@ def fit_moons(
         sizes.moons_components, sizes.hidden, sizes.depth, order=order, independent=independent
     ).to(moons["train"].device)
     g = torch.Generator().manual_seed(seed)
-    hist = train(
+    name = "independent" if independent else f"order {order}"
+    hist = _fit(
         model,
         lambda m, b: m.nll(b[0]),
         minibatches(moons["train"], batch=sizes.batch, generator=g),
-        steps=sizes.moons_steps,
+        sizes.moons_steps,
+        f"2-D MDN, {name}",
+        progress,
         lr=sizes.lr,
         warmup=100,
         eval_fn=lambda m: {"nll": m.nll(moons["test"])},
         eval_every=max(1, sizes.moons_steps // 5),
-        progress=progress,
         time_limit=sizes.time_limit,
     )
     return model, hist
