@@ -279,3 +279,15 @@ def test_exercise_checkers_accept_right_and_reject_wrong(capsys):
 
     assert not check_top_p(top_p_off_by_one)
     assert not check_top_p(lambda logits, p: logits.softmax(-1))
+
+
+def test_recipe_runs_under_smoke(tmp_path):
+    from arnb.cli import main
+
+    assert main(["run", "gpt-shakespeare-char", "--profile", "smoke", "--out", str(tmp_path)]) == 0
+    import json
+
+    m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert m["kv_cache"]["same_tokens"] and m["steps_done"] == 20
+    assert 1.0 < m["val_nats_per_char"] < math.log(65) + 0.5
+    assert (tmp_path / "gpt_char_loss.png").stat().st_size > 1000

@@ -54,6 +54,11 @@ class GPTSizes:
     sample_tokens: int = 500  # characters of generated text shown
     kv_new_tokens: int = 500  # tokens generated in the cached-vs-naive timing
     kv_block_size: int = 256  # context of the model used for that timing
+    bpe_vocab_size: int = 1024  # the BPE tokenizer trained in the notebook: 256 bytes + merges
+    bpe_train_chars: int | None = (
+        None  # characters of the training split it learns from (None: all)
+    )
+    ngram_orders: tuple[int, ...] = (3, 5, 6, 7)  # Kneser-Ney baselines
 
 
 SIZES: dict[str, GPTSizes] = {
@@ -75,8 +80,12 @@ SIZES: dict[str, GPTSizes] = {
         sample_tokens=60,
         kv_new_tokens=40,
         kv_block_size=32,
+        bpe_vocab_size=300,
+        bpe_train_chars=100_000,
+        ngram_orders=(3, 6),
     ),
-    # nanoGPT's small CPU configuration (4 layers, 4 heads, 128 wide, context 64, 1.88 nats)
+    # nanoGPT's small CPU configuration (4 layers, 4 heads, 128 wide, context 64, 1.88 nats after
+    # 2000 steps); on busy shared cores the steps are cut to what fits in ``train_seconds``
     "cpu": GPTSizes(
         n_layer=4,
         n_head=4,
@@ -90,7 +99,8 @@ SIZES: dict[str, GPTSizes] = {
         weight_decay=0.1,
         eval_every=500,
         eval_tokens=20_000,
-        time_limit=330,
+        time_limit=300,
+        train_seconds=240,
         kv_block_size=256,
     ),
     # nanoGPT's shakespeare_char model (10.7M parameters, context 256, dropout 0.2), but 2000 steps
