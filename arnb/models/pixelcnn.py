@@ -140,7 +140,9 @@ class MaskedConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r0, r1, c0, c1 = self.crop
         weight = (self.weight * self.mask)[:, :, r0:r1, c0:c1]
-        return F.conv2d(F.pad(x, self.pad), weight, self.bias, 1, 0, self.dilation)
+        if any(self.pad):  # 1x1 kernels need no padding
+            x = F.pad(x, self.pad)
+        return F.conv2d(x, weight, self.bias, 1, 0, self.dilation)
 
     def effective_parameters(self) -> int:
         """Weights that the mask lets through, plus the bias."""
