@@ -134,7 +134,7 @@ def train(
         model.train()
         history.eval_step.append(step)
         history.eval.append(metrics)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
+        bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
 
     def save(step: int) -> None:
         history.seconds = time.time() - t0
@@ -176,7 +176,7 @@ def train(
             running = value if running is None else 0.9 * running + 0.1 * value
             history.step.append(step)
             history.train.append(value)
-            bar.set_description(f"training (loss {running:.4f})")
+            bar.set_description(f"training (loss {running:.4f})", refresh=False)
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
             evaluate(step + 1)
         if checkpoint_every and (step + 1) % checkpoint_every == 0:
