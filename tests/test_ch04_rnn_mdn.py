@@ -268,3 +268,17 @@ def test_training_reduces_nll_and_stays_finite():
     with torch.no_grad():
         after = float(model.nll_per_point(data))
     assert after < before - 1.0, (before, after)
+
+
+@pytest.mark.parametrize("prompt_len", [0, 1, 4])
+def test_sampler_with_prompt_draws_from_the_teacher_forced_conditional(prompt_len):
+    """After a prompt, the next point is drawn from exactly the conditional that forward computes."""
+    model = small_model()
+    x = random_points((1, 5), dtype=torch.float32)
+    prompt = x[0, :prompt_len] if prompt_len else None
+    drawn = model.sample(
+        1, prompt=prompt, generator=torch.Generator().manual_seed(7), length=prompt_len + 1
+    )
+    params = model.params(x).map(lambda v: v[:, prompt_len])
+    expected = sample_points(params, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(drawn[:, prompt_len], expected, atol=1e-5, rtol=1e-5)
