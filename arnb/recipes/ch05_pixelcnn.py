@@ -471,9 +471,7 @@ def pixelcnn_binary(env: Setup, out: Path) -> dict:
     test = evaluate(model, xte, None, sizes.eval_batch)
     print(f"binarized MNIST: test NLL {test['nll_nats']:.2f} nats ({len(xte)} test images)")
     _curve(hist, out, "binary_loss")
-    bench = sampling_benchmark(
-        model, sizes.bench_n, env.seed, naive=sizes.bench_naive, progress=False
-    )
+    bench = sampling_benchmark(model, sizes.bench_n, env.seed, progress=False)
     _grid(
         bench.pop("samples")[: sizes.num_samples],
         out,
