@@ -262,3 +262,12 @@ def test_all_prefixes_of_a_tiny_model_enumerated():
     lm = NGramLM(2, 3, discount=0.5).fit(ids_of("abaab"))
     for ctx in itertools.product(range(3), repeat=1):
         assert float(lm.next_log_probs(torch.tensor([ctx])).exp().sum()) == pytest.approx(1.0)
+
+
+def test_characters_outside_the_vocabulary_are_rejected_before_counting():
+    from arnb.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("abc ")
+    lm = NGramLM(2, tok.vocab_size).fit(tok.encode("ab ca bc"))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        lm.sequence_nll(tok.encode("abz"))
