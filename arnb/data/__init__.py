@@ -9,6 +9,7 @@ from .files import (
     fetch,
     load_bytes,
 )
+from .handwriting import load_handwriting
 from .mnist import binarize, load_binary_mnist, load_mnist
 from .strokes import load_sketch_strokes
 from .text import gpt2_bpe_files, load_shakespeare, load_shakespeare_split, split_text
@@ -24,6 +25,7 @@ __all__ = [
     "gpt2_bpe_files",
     "load_binary_mnist",
     "load_bytes",
+    "load_handwriting",
     "load_mnist",
     "load_shakespeare",
     "load_shakespeare_split",
