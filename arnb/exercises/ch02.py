@@ -52,9 +52,9 @@ def _brute_force(log_pi, log_A, log_E, x) -> float:
 
 
 def _random_hmm(S: int, K: int, g: torch.Generator, scale: float = 1.5):
-    log = lambda shape: torch.log_softmax(
-        torch.randn(*shape, generator=g, dtype=torch.float64) * scale, -1
-    )  # noqa: E731
+    def log(shape):
+        return torch.log_softmax(torch.randn(*shape, generator=g, dtype=torch.float64) * scale, -1)
+
     return log((S,)), log((S, S)), log((S, K))
 
 
