@@ -425,8 +425,9 @@ class _OutputHead(nn.Module):
 
 
 class PixelCNN(_PixelCNNBase):
-    """Stacked masked convolutions (van den Oord et al. 2016, PixelCNN): 7x7 type A, then
-    residual blocks ``x + conv3x3_B(relu(x))``, then the output head. Has a blind spot."""
+    """Stacked masked convolutions (van den Oord et al. 2016, PixelCNN): a 7x7 type-A layer,
+    then residual blocks ``x + tanh(a) * sigmoid(b)`` with ``[a, b] = conv3x3_B(elu(x))``, then
+    the output head. Every kernel is a raster mask, so the model has a blind spot."""
 
     def __init__(self, config: PixelCNNConfig):
         super().__init__(config)
