@@ -1,7 +1,9 @@
 """Tokenizers: text <-> integer ids.
 
 :class:`CharTokenizer` maps each distinct character of a training text to an id (chapters 2
-and 6). Byte-level BPE follows in chapter 6.
+and 6). :class:`BPETokenizer` is byte-level byte-pair encoding (chapter 6): trained from scratch
+with GPT-2's pre-split, or loaded from GPT-2's published ``vocab.bpe`` and ``encoder.json`` to
+give exactly GPT-2's ids.
 """
 
 from __future__ import annotations
