@@ -1,0 +1,38 @@
+"""Self-checks for the book's exercises, one module per chapter (``arnb.exercises.ch01`` ...).
+
+Every ``check_*`` function runs the reader's function on cases with known answers, prints what
+is right or wrong and returns True when everything is right. It never raises on a wrong answer
+(the reader's own exception is caught and reported), so a notebook cell keeps going.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def report(name: str, problems: list[str], cases: int | None = None) -> bool:
+    """Print ``name: correct`` or the list of problems; return whether there were none."""
+    if problems:
+        counted = f" ({len(problems)} of {cases} cases wrong)" if cases else ""
+        print(f"{name}: not yet right{counted}")
+        for p in problems[:8]:
+            print(f"  - {p}")
+        return False
+    print(f"{name}: correct" + (f" ({cases} cases)" if cases else ""))
+    return True
+
+
+def call(fn: Callable, *args, tensor: bool = False):
+    """Run the reader's ``fn(*args)``: ``(result, None)``, or ``(None, what went wrong)``.
+
+    With ``tensor=True`` a result that is not a ``torch.Tensor`` counts as wrong too.
+    """
+    try:
+        out = fn(*args)
+    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
+        return None, f"raised {type(e).__name__}: {e}"
+    if tensor and not isinstance(out, torch.Tensor):
+        return None, f"returned a {type(out).__name__}, not a torch.Tensor"
+    return out, None

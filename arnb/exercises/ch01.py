@@ -15,23 +15,7 @@ import torch
 from ..enumeration import enumerate_log_probs
 from ..models.fvsbn import FVSBN, random_order
 from ..testing import sampler_p_value
-
-
-def _report(name: str, problems: list[str]) -> bool:
-    if problems:
-        print(f"{name}: not yet right")
-        for p in problems:
-            print(f"  - {p}")
-        return False
-    print(f"{name}: correct")
-    return True
-
-
-def _call(fn: Callable, *args):
-    try:
-        return fn(*args), None
-    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
-        return None, f"raised {type(e).__name__}: {e}"
+from . import call, report
 
 
 def _reference_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -61,7 +45,7 @@ def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
     }
     for name, (logits, x) in cases.items():
         want = _reference_log_prob(logits, x)
-        got, err = _call(fn, logits.clone(), x.clone())
+        got, err = call(fn, logits.clone(), x.clone())
         if err:
             problems.append(f"{name}: {err}")
             continue
@@ -80,7 +64,7 @@ def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
                 f"{name}: expected {[round(v, 4) for v in want.tolist()]}, got "
                 f"{[round(v, 4) for v in got.double().tolist()]}"
             )
-    return _report("chain rule", problems)
+    return report("chain rule", problems)
 
 
 def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
@@ -90,7 +74,7 @@ def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
     problems = []
     for nll, d in [(math.log(2) * 16, 16), (88.0, 784), (4.8, 16), (1.0, 1)]:
         want = nll / (d * math.log(2))
-        got, err = _call(fn, nll, d)
+        got, err = call(fn, nll, d)
         if err:
             problems.append(f"nll={nll:.4f} nats, D={d}: {err}")
         elif not math.isclose(float(got), want, rel_tol=1e-6):
@@ -104,7 +88,7 @@ def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
             problems.append(
                 f"nll={nll:.4f} nats, D={d}: expected {want:.6f}, got {float(got):.6f}{hint}"
             )
-    return _report("bits per dimension", problems)
+    return report("bits per dimension", problems)
 
 
 def reference_made_mask(
@@ -145,7 +129,7 @@ def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tenso
     ]
     for name, din, dout, is_out in cases:
         want = reference_made_mask(din, dout, is_out)
-        got, err = _call(fn, din.clone(), dout.clone(), is_out)
+        got, err = call(fn, din.clone(), dout.clone(), is_out)
         if err:
             problems.append(f"{name}: {err}")
             continue
@@ -165,7 +149,7 @@ def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tenso
             if torch.equal(got.float(), strict):
                 hint = " (check > versus >=: only the output layer is strict)"
             problems.append(f"{name}: {int((got.float() != want).sum())} entries differ{hint}")
-    return _report("MADE mask", problems)
+    return report("MADE mask", problems)
 
 
 def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float = 1e-3) -> bool:
@@ -184,7 +168,7 @@ def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float
         model.weight.normal_(0, 2.0)
         model.bias.normal_(0, 1.0)
     problems = []
-    got, err = _call(fn, model, num_samples, torch.Generator().manual_seed(0))
+    got, err = call(fn, model, num_samples, torch.Generator().manual_seed(0))
     if err:
         problems.append(err)
     else:
@@ -201,7 +185,7 @@ def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float
                     f"the samples do not follow the model (chi-square p = {p:.1e}); "
                     "does each draw use the dimensions drawn before it, in model.order?"
                 )
-    return _report("ancestral sampler", problems)
+    return report("ancestral sampler", problems)
 
 
 def reference_ancestral_sampler(

@@ -14,23 +14,7 @@ from collections.abc import Callable
 import torch
 
 from ..models.hmm import HMM, HMMConfig
-
-
-def _report(name: str, problems: list[str]) -> bool:
-    if problems:
-        print(f"{name}: not yet right")
-        for p in problems:
-            print(f"  - {p}")
-        return False
-    print(f"{name}: correct")
-    return True
-
-
-def _call(fn: Callable, *args):
-    try:
-        return fn(*args), None
-    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
-        return None, f"raised {type(e).__name__}: {e}"
+from . import call, report
 
 
 def _require_callable(fn, example: str) -> None:
@@ -86,7 +70,7 @@ def check_forward(fn: Callable) -> bool:
         want_long = float(hmm.filter(x.unsqueeze(0))[0].double().sum())
     cases.append(("long text, T=2000 (underflow)", log_pi, log_A, log_E, x, want_long))
     for name, log_pi, log_A, log_E, x, want in cases:
-        got, err = _call(fn, log_pi.clone(), log_A.clone(), log_E.clone(), x.clone())
+        got, err = call(fn, log_pi.clone(), log_A.clone(), log_E.clone(), x.clone())
         if err:
             problems.append(f"{name}: {err}")
             continue
@@ -99,7 +83,7 @@ def check_forward(fn: Callable) -> bool:
             problems.append(f"{name}: got {got}; keep the recursion in log space (logsumexp)")
         elif abs(got - want) > 1e-3 * max(1.0, abs(want)):
             problems.append(f"{name}: expected {want:.5f}, got {got:.5f}")
-    return _report("HMM forward algorithm", problems)
+    return report("HMM forward algorithm", problems)
 
 
 def forward_reference(
@@ -136,7 +120,7 @@ def check_continuation_counts(fn: Callable[[str], dict]) -> bool:
     ]
     for text in cases:
         want = _continuation(text)
-        got, err = _call(fn, text)
+        got, err = call(fn, text)
         if err:
             problems.append(f"{text!r}: {err}")
             continue
@@ -156,4 +140,4 @@ def check_continuation_counts(fn: Callable[[str], dict]) -> bool:
                 else ""
             )
             problems.append(f"{text!r}: {detail}{hint}")
-    return _report("continuation counts", problems)
+    return report("continuation counts", problems)

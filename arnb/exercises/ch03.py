@@ -13,25 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import distributions as D
 
-
-def _report(name: str, problems: list[str]) -> bool:
-    if problems:
-        print(f"{name}: not yet right")
-        for p in problems:
-            print(f"  - {p}")
-        return False
-    print(f"{name}: correct")
-    return True
-
-
-def _call(fn: Callable, *args):
-    try:
-        out = fn(*args)
-    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
-        return None, f"raised {type(e).__name__}: {e}"
-    if not isinstance(out, torch.Tensor):
-        return None, f"returned a {type(out).__name__}, not a torch.Tensor"
-    return out, None
+from . import call, report
 
 
 def _require_callable(fn, example: str) -> None:
@@ -74,7 +56,7 @@ def check_mixture_log_prob(fn: Callable) -> bool:
     }
     problems = []
     for name, (lg, mu, sd, y) in cases.items():
-        out, err = _call(fn, lg.clone(), mu.clone(), sd.clone(), y.clone())
+        out, err = call(fn, lg.clone(), mu.clone(), sd.clone(), y.clone(), tensor=True)
         if err:
             problems.append(f"{name}: {err}")
             continue
@@ -96,7 +78,7 @@ def check_mixture_log_prob(fn: Callable) -> bool:
             problems.append(
                 f"{name}: row {i} gives {float(out[i]):.6g}, expected {float(ref[i]):.6g}{hint}"
             )
-    return _report("mixture log density", problems)
+    return report("mixture log density", problems)
 
 
 def check_pinball_loss(fn: Callable) -> bool:
@@ -108,7 +90,7 @@ def check_pinball_loss(fn: Callable) -> bool:
     target = torch.tensor([2.0, -2.0, 1.0, 0.5, 4.0])
     tau = torch.tensor([0.9, 0.9, 0.5, 0.2, 0.1])
     expected = torch.tensor([1.8, 0.2, 0.0, 0.4, 0.2])
-    out, err = _call(fn, pred, target, tau)
+    out, err = call(fn, pred, target, tau, tensor=True)
     if err:
         problems.append(err)
     elif tuple(out.shape) != tuple(pred.shape):
@@ -129,13 +111,14 @@ def check_pinball_loss(fn: Callable) -> bool:
         n = 2000
         y = (torch.arange(n, dtype=torch.float64) + 0.5) / n  # U(0, 1), midpoint rule
         cand = torch.linspace(0, 1, 101, dtype=torch.float64)
-        losses, err = _call(
+        losses, err = call(
             lambda: torch.stack(
                 [
                     fn(c.expand(n), y, torch.full((n,), 0.7, dtype=torch.float64)).mean()
                     for c in cand
                 ]
-            )
+            ),
+            tensor=True,
         )
         if err:
             problems.append(f"on float64 inputs: {err}")
@@ -144,7 +127,7 @@ def check_pinball_loss(fn: Callable) -> bool:
                 f"the loss on U(0,1) is minimised at {float(cand[losses.argmin()]):.2f}, "
                 "not at the 0.7-quantile 0.70"
             )
-    return _report("pinball loss", problems)
+    return report("pinball loss", problems)
 
 
 def check_binned_log_density(fn: Callable) -> bool:
@@ -159,7 +142,7 @@ def check_binned_log_density(fn: Callable) -> bool:
     width = (high - low) / 8
     k = torch.tensor([0, 4, 6, 7])
     expected = torch.log_softmax(logits, -1).gather(1, k[:, None]).squeeze(1) - math.log(width)
-    out, err = _call(fn, logits, low, high, y)
+    out, err = call(fn, logits, low, high, y, tensor=True)
     if err:
         problems.append(err)
     elif tuple(out.shape) != (4,):
@@ -175,4 +158,4 @@ def check_binned_log_density(fn: Callable) -> bool:
                 f"{[round(v, 4) for v in expected.tolist()]} (check the bin of each y; "
                 "y = high belongs to the last bin)"
             )
-    return _report("binned log density", problems)
+    return report("binned log density", problems)

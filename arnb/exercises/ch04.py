@@ -11,15 +11,7 @@ import math
 
 import torch
 
-
-def _report(name: str, failures: list[str]) -> bool:
-    if failures:
-        print(f"{name}: not yet.")
-        for f in failures:
-            print("  -", f)
-        return False
-    print(f"{name}: correct")
-    return True
+from . import report
 
 
 def check_bivariate_log_prob(fn) -> bool:
@@ -58,7 +50,7 @@ def check_bivariate_log_prob(fn) -> bool:
             failures.append(f"{name}: got {float(got)}, expected {want:.6g} (work in log space)")
         elif abs(float(got) - want) > 1e-6 * max(1.0, abs(want)):
             failures.append(f"{name}: got {float(got):.6g}, expected {want:.6g}")
-    return _report("bivariate normal log density", failures)
+    return report("bivariate normal log density", failures)
 
 
 def check_mixture_log_prob(fn) -> bool:
@@ -86,9 +78,9 @@ def check_mixture_log_prob(fn) -> bool:
     try:
         got = torch.as_tensor(fn(logit_pi.clone(), log_comp.clone())).double().flatten()
     except Exception as err:  # noqa: BLE001
-        return _report("mixture log density", [f"raised {type(err).__name__}: {err}"])
+        return report("mixture log density", [f"raised {type(err).__name__}: {err}"])
     if got.shape != want.shape:
-        return _report(
+        return report(
             "mixture log density", [f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"]
         )
     for name, g, w in zip(names, got.tolist(), want.tolist()):
@@ -96,7 +88,7 @@ def check_mixture_log_prob(fn) -> bool:
             failures.append(f"{name}: got {g}, expected {w:.6g} (use log_softmax and logsumexp)")
         elif abs(g - w) > 1e-6 * max(1.0, abs(w)):
             failures.append(f"{name}: got {g:.6g}, expected {w:.6g}")
-    return _report("mixture log density", failures)
+    return report("mixture log density", failures)
 
 
 def check_bias_sigma(fn) -> bool:
@@ -122,4 +114,4 @@ def check_bias_sigma(fn) -> bool:
             )
         if not torch.allclose(torch.as_tensor(s).float(), sigma * math.exp(-b), atol=1e-6):
             failures.append(f"bias {b}: sigmas not multiplied by exp(-{b})")
-    return _report("sampling bias", failures)
+    return report("sampling bias", failures)

@@ -12,23 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..sampling import filter_logits
-
-
-def _report(name: str, problems: list[str]) -> bool:
-    if problems:
-        print(f"{name}: not yet right")
-        for p in problems:
-            print(f"  - {p}")
-        return False
-    print(f"{name}: correct")
-    return True
-
-
-def _call(fn: Callable, *args):
-    try:
-        return fn(*args), None
-    except Exception as e:  # the reader's code failed: say how, do not crash the notebook
-        return None, f"raised {type(e).__name__}: {e}"
+from . import call, report
 
 
 def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
@@ -41,7 +25,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
     problems = []
     for T in (1, 2, 5, 9):
         want = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        got, err = _call(fn, T)
+        got, err = call(fn, T)
         if err:
             problems.append(f"T={T}: {err}")
             continue
@@ -63,7 +47,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
             problems.append(
                 f"T={T}: entry ({i}, {j}) is {bool(got[i, j])}, expected {bool(want[i, j])}"
             )
-    return _report("causal mask", problems)
+    return report("causal mask", problems)
 
 
 def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> bool:
@@ -82,14 +66,14 @@ def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) 
     ]
     problems = []
     for name, ids, pair, new, want in cases:
-        got, err = _call(fn, list(ids), pair, new)
+        got, err = call(fn, list(ids), pair, new)
         if err:
             problems.append(f"{name}: {err}")
             continue
         got = got.tolist() if isinstance(got, torch.Tensor) else list(got)
         if got != want:
             problems.append(f"{name}: merge({ids}, {pair}, {new}) should be {want}, got {got}")
-    return _report("BPE merge", problems)
+    return report("BPE merge", problems)
 
 
 def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
@@ -110,7 +94,7 @@ def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
     problems = []
     for name, (logits, p) in cases.items():
         want_kept = torch.isfinite(filter_logits(logits, top_p=p))
-        got, err = _call(fn, logits.clone(), p)
+        got, err = call(fn, logits.clone(), p)
         if err:
             problems.append(f"{name}: {err}")
             continue
@@ -127,4 +111,4 @@ def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
             problems.append(
                 f"{name}: the kept logits must stay unchanged (softmax renormalises them)"
             )
-    return _report("top-p filter", problems)
+    return report("top-p filter", problems)
