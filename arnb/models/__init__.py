@@ -1,5 +1,42 @@
-"""The book's models, one readable file per family."""
+"""The book's models, one readable file per family, all following :mod:`arnb.protocol`."""
 
+from .fvsbn import FVSBN
+from .gpt import GPT, GPTConfig
+from .handwriting_synthesis import HandwritingSynthesis, SynthesisConfig
+from .hmm import HMM, HMMConfig
+from .joint_table import JointTable
+from .made import MADE, MADEConfig
 from .markov_chain import MarkovChain
+from .mdn import MDN, AutoregressiveMDN2D, MDNConfig, MSERegressor, QuantileNet
+from .ngram import NGramLM
+from .pixelcnn import GatedPixelCNN, PixelCNN, PixelCNNConfig
+from .rnn_lm import CharRNN, RNNConfig
+from .rnn_mdn import RNNMDN, ContextFreeMixture, RNNMDNConfig
 
-__all__ = ["MarkovChain"]
+__all__ = [
+    "FVSBN",
+    "GPT",
+    "HMM",
+    "MADE",
+    "MDN",
+    "RNNMDN",
+    "AutoregressiveMDN2D",
+    "CharRNN",
+    "ContextFreeMixture",
+    "GPTConfig",
+    "GatedPixelCNN",
+    "HMMConfig",
+    "HandwritingSynthesis",
+    "JointTable",
+    "MADEConfig",
+    "MDNConfig",
+    "MSERegressor",
+    "MarkovChain",
+    "NGramLM",
+    "PixelCNN",
+    "PixelCNNConfig",
+    "QuantileNet",
+    "RNNConfig",
+    "RNNMDNConfig",
+    "SynthesisConfig",
+]
