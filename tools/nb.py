@@ -42,6 +42,8 @@ def run(path: Path, profile: str, timeout: int) -> None:
     nb = nbformat.read(path, as_version=4)
     nb.metadata["kernelspec"] = KERNELSPEC
     os.environ["ARNB_PROFILE"] = profile
+    # A non-interactive backend (pytest's conftest sets Agg) would leave the figures out.
+    os.environ.pop("MPLBACKEND", None)
     t0 = time.time()
     NotebookClient(
         nb,
