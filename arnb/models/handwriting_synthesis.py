@@ -37,6 +37,7 @@ from .rnn_mdn import (
     num_raw_params,
     point_log_prob,
     sample_points,
+    start_strokes,
 )
 
 
@@ -205,18 +206,7 @@ class HandwritingSynthesis(ARModule):
         onehot = F.one_hot(ids, len(c.alphabet)).float()
         u_len = tmask.sum(1)
         length = max_length or int(3 * c.points_per_char * ids.shape[1])
-        start = 0
-        out = torch.zeros(n, length, 3, device=self.device)
-        if prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.float32)
-            check_strokes(prompt, name="prompt")
-            prompt = prompt.expand(n, -1, -1) if prompt.dim() == 2 else prompt
-            if prompt.shape[0] != n or prompt.shape[1] > length:
-                raise ValueError(
-                    f"prompt must have shape (n={n}, C<={length}, 3), got {tuple(prompt.shape)}"
-                )
-            start = prompt.shape[1]
-            out[:, :start] = prompt.to(self.device)
+        out, start = start_strokes(prompt, n, length, self.device)
         prev = self.start.expand(n, 3)
         w = torch.zeros(n, len(c.alphabet), device=self.device)
         kappa = torch.zeros(n, c.window_components, device=self.device)

@@ -160,6 +160,27 @@ def sample_points(params: MixtureParams, generator: torch.Generator | None = Non
     return torch.stack([dx, dy, pen], dim=-1)
 
 
+def start_strokes(
+    prompt: torch.Tensor | None, n: int, length: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """The output buffer ``(n, length, 3)`` of a stroke sampler with the prompt copied in, and the
+    first position left to sample. ``prompt (C, 3)`` or ``(n, C, 3)``, checked like any strokes."""
+    if n < 1 or length < 1:
+        raise ValueError(f"n and length must be >= 1, got n={n}, length={length}")
+    out = torch.zeros(n, length, 3, device=device)
+    if prompt is None:
+        return out, 0
+    prompt = torch.as_tensor(prompt, dtype=torch.float32)
+    check_strokes(prompt, name="prompt")
+    prompt = prompt.expand(n, -1, -1) if prompt.dim() == 2 else prompt
+    if prompt.shape[0] != n or prompt.shape[1] > length:
+        raise ValueError(
+            f"prompt must have shape (n={n}, C<={length}, 3), got {tuple(prompt.shape)}"
+        )
+    out[:, : prompt.shape[1]] = prompt.to(device)
+    return out, prompt.shape[1]
+
+
 def as_torch_distributions(params: MixtureParams):
     """The same conditionals as ``torch.distributions`` objects: ``(MixtureSameFamily, Bernoulli)``.
 
@@ -277,20 +298,7 @@ class RNNMDN(_MixtureModel):
         """``(n, length, 3)`` drawings, one point at a time; a ``prompt (C, 3)`` or ``(n, C, 3)``
         fixes the first C points (returned unchanged). ``bias``/``temperature``: see
         :func:`adjust_for_sampling`. Coordinates are in the units the model was trained on."""
-        if n < 1 or length < 1:
-            raise ValueError(f"n and length must be >= 1, got n={n}, length={length}")
-        out = torch.zeros(n, length, 3, device=self.device)
-        start = 0
-        if prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.float32)
-            check_strokes(prompt, name="prompt")
-            prompt = prompt.expand(n, -1, -1) if prompt.dim() == 2 else prompt
-            if prompt.shape[0] != n or prompt.shape[1] > length:
-                raise ValueError(
-                    f"prompt must have shape (n={n}, C<={length}, 3), got {tuple(prompt.shape)}"
-                )
-            start = prompt.shape[1]
-            out[:, :start] = prompt.to(self.device)
+        out, start = start_strokes(prompt, n, length, self.device)
         # run the prompt through the LSTM in one call; its last output predicts the first new point
         prev = self.start.expand(n, 1, 3)
         inputs = torch.cat([prev, out[:, : max(start - 1, 0)]], dim=1) if start else prev
@@ -332,14 +340,7 @@ class ContextFreeMixture(_MixtureModel):
         temperature: float = 1.0,
     ) -> torch.Tensor:
         """``(n, length, 3)`` independent points (a prompt is kept and otherwise ignored)."""
-        out = torch.zeros(n, length, 3, device=self.device)
-        start = 0
-        if prompt is not None:
-            prompt = torch.as_tensor(prompt, dtype=torch.float32)
-            check_strokes(prompt, name="prompt")
-            prompt = prompt.expand(n, -1, -1) if prompt.dim() == 2 else prompt
-            start = prompt.shape[1]
-            out[:, :start] = prompt.to(self.device)
+        out, start = start_strokes(prompt, n, length, self.device)
         c = self.config
         params = mixture_params(self.raw.expand(n, -1), c.components, c.sigma_floor, c.rho_max)
         params = adjust_for_sampling(params, bias, temperature)
