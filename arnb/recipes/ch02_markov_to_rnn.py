@@ -92,7 +92,7 @@ SIZES = {
               NetSizes("RNN (tanh), 2x512", "rnn", hidden=512, layers=2, dropout=0.1, batch=128, chunk=64,
                        lr=2e-3, steps=2500, budget_s=25),
               NetSizes("LSTM, 3x640", "lstm", embed=128, hidden=640, layers=3, dropout=0.4, batch=128,
-                       chunk=128, lr=2e-3, steps=3000, budget_s=240)],
+                       chunk=128, lr=2e-3, steps=1200, budget_s=240)],
     ),
 }
 # fmt: on
