@@ -49,6 +49,7 @@ class RunSizes:
     warmup: int = 100
     train_subset: int | None = None
     test_subset: int | None = None
+    valid: int = 1000  # last training images held out: the curve and the choice of weights
     eval_every: int | None = None
     train_seconds: float | None = None  # gpu: fit the steps into this many seconds
     time_limit: float | None = None  # safety net passed to train()
@@ -79,6 +80,7 @@ SIZES = {
             warmup=1,
             train_subset=64,
             test_subset=32,
+            valid=16,
         ),
         mnist8=RunSizes(
             hidden=8,
@@ -89,6 +91,7 @@ SIZES = {
             warmup=1,
             train_subset=64,
             test_subset=32,
+            valid=16,
         ),
         color=RunSizes(
             hidden=12,
@@ -99,6 +102,7 @@ SIZES = {
             warmup=1,
             train_subset=64,
             test_subset=32,
+            valid=16,
         ),
         num_samples=4,
         bench_n=4,
@@ -153,6 +157,7 @@ SIZES = {
             train_seconds=380,
             time_limit=410,
             ema=0.999,
+            valid=5000,
         ),
         mnist8=RunSizes(
             hidden=64,
@@ -165,6 +170,7 @@ SIZES = {
             train_seconds=380,
             time_limit=410,
             ema=0.999,
+            valid=5000,
         ),
         color=RunSizes(
             hidden=96,
@@ -320,21 +326,36 @@ class WeightAverage:
 
 
 def fit(task: str, env: Setup, sizes: Ch05Sizes, conditional: bool = False, progress: bool = True):
-    """Train a gated PixelCNN on ``task``; return ``model, history, test_data, info``."""
+    """Train a gated PixelCNN on ``task``; return ``model, history, test_data, info``.
+
+    The last ``run.valid`` training images are held out. Every ``eval_every`` steps the model
+    (its weight average, when there is one) is scored on them, and the returned model has the
+    weights that scored best: longer runs overfit binarized MNIST, and this picks the stopping
+    point without looking at the test split.
+    """
     run = getattr(sizes, task)
     (xtr, ytr), (xte, yte), k, c = load_task(task, sizes)
+    if not 0 < run.valid < len(xtr):
+        raise ValueError(f"valid must be between 1 and {len(xtr) - 1} images, got {run.valid}")
+    xva, yva = xtr[-run.valid :], ytr[-run.valid :]
+    xtr, ytr = xtr[: -run.valid], ytr[: -run.valid]
     torch.manual_seed(env.seed)
     model = make_model(run, k, c, xtr.shape[2], xtr.shape[3], 10 if conditional else 0).to(
         env.device
     )
     batches = ShuffledBatches(xtr, ytr, run.batch, env.seed, env.device)
     steps = calibrate_steps(model, batches, run, conditional)
-    ev_n = min(len(xte), 1000)  # the curve uses 1000 test images; the final figure uses all
+    ema = WeightAverage(model, run.ema) if run.ema else None
+    best = {"nll": float("inf"), "state": None, "index": 0, "count": 0}
 
     def eval_fn(m):
-        return evaluate(m, xte[:ev_n], yte[:ev_n] if conditional else None, sizes.eval_batch)
-
-    ema = WeightAverage(model, run.ema) if run.ema else None
+        scored = ema.model if ema is not None else m
+        r = evaluate(scored, xva, yva if conditional else None, sizes.eval_batch)
+        if r["nll_nats"] < best["nll"]:  # keep a copy of the best weights so far
+            state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+            best.update(nll=r["nll_nats"], state=state, index=best["count"])
+        best["count"] += 1
+        return {"valid_" + k: v for k, v in r.items()}
 
     def loss_fn(m, b):
         if ema is not None:
@@ -354,13 +375,20 @@ def fit(task: str, env: Setup, sizes: Ch05Sizes, conditional: bool = False, prog
         time_limit=run.time_limit,
         progress=progress,
     )
-    if ema is not None:
-        ema.update(model)
-        model = ema.model
+    # (the average lacks the very last step's weights: the final evaluation scored it as it is)
+    model = ema.model if ema is not None else model
+    model.load_state_dict(best["state"])
+    model.eval()
     info = {
         "train_seconds": round(time.time() - t0, 1),
         "steps": hist.eval_step[-1],
         "steps_planned": steps,
+        "selected_step": hist.eval_step[best["index"]],
+        "valid_images": len(xva),
+        "valid_nats_per_dim": round(best["nll"] / model.config.dims, 5),
+        "valid_curve": [
+            [s_, round(e["valid_nats_per_dim"], 5)] for s_, e in zip(hist.eval_step, hist.eval)
+        ],
         "batch": run.batch,
         "parameters": model.num_parameters(),
         "effective_parameters": model.effective_parameters(),
@@ -427,7 +455,7 @@ def sampling_benchmark(
 
 def _curve(hist: History, out: Path, name: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_history(hist, "nats_per_dim", ax=ax, ylabel="NLL (nats per dimension)")
+    plot_history(hist, "valid_nats_per_dim", ax=ax, ylabel="NLL (nats per dimension)")
     save_figure(fig, out, name)
     plt.close(fig)
 
