@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Run several recipes' gpu profile concurrently on one GPU and collect their outputs.
+# Run several recipes' gpu profile on one GPU and collect their outputs.
 #
-#   tools/run_gpu_recipes.sh OUT_DIR RECIPE [RECIPE ...]
+#   tools/run_gpu_recipes.sh [--one-by-one] OUT_DIR RECIPE [RECIPE ...]
 #
 # Each recipe runs as `python -m arnb run RECIPE --profile gpu --out OUT_DIR/RECIPE`, its log in
-# OUT_DIR/RECIPE.log; the script waits for all of them and prints each one's metrics.json.
+# OUT_DIR/RECIPE.log. By default they run at the same time (fine for the small recurrent models);
+# with --one-by-one each has the card to itself, which the PixelCNN recipes need: they plan their
+# step count from a timing taken at the start. The script prints each one's metrics.json.
 # (How the book's gpu figures were produced: see book/results.md for the card and date.)
 set -u
+sequential=0
+if [ "${1:-}" = "--one-by-one" ]; then sequential=1; shift; fi
 out=$1; shift
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>/dev/null || true
+status=0
 pids=()
 for r in "$@"; do
-  python3 -m arnb run "$r" --profile gpu --out "$out/$r" > "$out/$r.log" 2>&1 &
-  pids+=($!)
+  if [ $sequential = 1 ]; then
+    python3 -m arnb run "$r" --profile gpu --out "$out/$r" > "$out/$r.log" 2>&1 || { echo "FAILED: $r"; status=1; }
+  else
+    python3 -m arnb run "$r" --profile gpu --out "$out/$r" > "$out/$r.log" 2>&1 &
+    pids+=($!)
+  fi
 done
-status=0
 for i in "${!pids[@]}"; do
   wait "${pids[$i]}" || { echo "FAILED: ${@:$((i+1)):1}"; status=1; }
 done
