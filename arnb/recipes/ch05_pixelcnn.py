@@ -349,15 +349,14 @@ def fit(task: str, env: Setup, sizes: Ch05Sizes, conditional: bool = False, prog
     batches = ShuffledBatches(xtr, ytr, run.batch, env.seed, env.device)
     steps = calibrate_steps(model, batches, run, conditional)
     ema = WeightAverage(model, run.ema) if run.ema else None
-    best = {"nll": float("inf"), "state": None, "index": 0, "count": 0}
+    best = {"nll": float("inf"), "state": None}
 
     def eval_fn(m):
         scored = ema.model if ema is not None else m
         r = evaluate(scored, xva, yva if conditional else None, sizes.eval_batch)
         if r["nll_nats"] < best["nll"]:  # keep a copy of the best weights so far
             state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
-            best.update(nll=r["nll_nats"], state=state, index=best["count"])
-        best["count"] += 1
+            best.update(nll=r["nll_nats"], state=state)
         return {"valid_" + k: v for k, v in r.items()}
 
     def loss_fn(m, b):
@@ -382,11 +381,12 @@ def fit(task: str, env: Setup, sizes: Ch05Sizes, conditional: bool = False, prog
     model = ema.model if ema is not None else model
     model.load_state_dict(best["state"])
     model.eval()
+    scores = [e["valid_nll_nats"] for e in hist.eval]
     info = {
         "train_seconds": round(time.time() - t0, 1),
         "steps": hist.eval_step[-1],
         "steps_planned": steps,
-        "selected_step": hist.eval_step[best["index"]],
+        "selected_step": hist.eval_step[scores.index(min(scores))],
         "valid_images": len(xva),
         "valid_nats_per_dim": round(best["nll"] / model.config.dims, 5),
         "valid_curve": [
