@@ -156,7 +156,7 @@ SIZES = {
             lr=2e-3,
             warmup=200,
             eval_every=500,
-            # overfits after about 15 epochs (3,500 steps); 120 s alone are about 7,000 steps
+            # overfits after about 17 epochs (4,000 steps); 120 s alone are about 7,000 steps
             train_seconds=120,
             time_limit=135,
             ema=0.999,
