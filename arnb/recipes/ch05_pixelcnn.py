@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -69,77 +69,53 @@ class Ch05Sizes:
     eval_batch: int = 500
 
 
+# Each profile's three runs share most sizes: one base run per profile, varied per data set.
+_SMOKE = RunSizes(
+    hidden=8,
+    layers=2,
+    dilations=(1, 1),
+    batch=16,
+    steps=3,
+    warmup=1,
+    train_subset=64,
+    test_subset=32,
+    valid=16,
+)
+_CPU = RunSizes(
+    hidden=24,
+    layers=4,
+    dilations=(1, 2, 1, 2),
+    batch=32,
+    steps=400,
+    lr=3e-3,
+    warmup=30,
+    eval_every=100,
+)
+_GPU = RunSizes(
+    hidden=64,
+    layers=7,
+    batch=256,  # 17 ms per step alone on an H200 (tools/bench_pixelcnn_step.py)
+    steps=40000,
+    lr=2e-3,
+    warmup=200,
+    eval_every=1000,
+    ema=0.999,
+    valid=5000,
+)
+
 SIZES = {
     "smoke": Ch05Sizes(
-        binary=RunSizes(
-            hidden=8,
-            layers=2,
-            dilations=(1, 1),
-            batch=16,
-            steps=3,
-            warmup=1,
-            train_subset=64,
-            test_subset=32,
-            valid=16,
-        ),
-        mnist8=RunSizes(
-            hidden=8,
-            layers=2,
-            dilations=(1, 1),
-            batch=16,
-            steps=3,
-            warmup=1,
-            train_subset=64,
-            test_subset=32,
-            valid=16,
-        ),
-        color=RunSizes(
-            hidden=12,
-            layers=2,
-            dilations=(1, 1),
-            batch=16,
-            steps=3,
-            warmup=1,
-            train_subset=64,
-            test_subset=32,
-            valid=16,
-        ),
+        binary=_SMOKE,
+        mnist8=replace(_SMOKE),
+        color=replace(_SMOKE, hidden=12),
         num_samples=4,
         bench_n=4,
         eval_batch=32,
     ),
     "cpu": Ch05Sizes(
-        binary=RunSizes(
-            hidden=24,
-            layers=4,
-            dilations=(1, 2, 1, 2),
-            batch=32,
-            steps=400,
-            lr=3e-3,
-            warmup=30,
-            eval_every=100,
-        ),
-        mnist8=RunSizes(
-            hidden=24,
-            layers=4,
-            dilations=(1, 2, 1, 2),
-            batch=32,
-            steps=400,
-            lr=3e-3,
-            warmup=30,
-            eval_every=100,
-        ),
-        color=RunSizes(
-            hidden=24,
-            layers=4,
-            dilations=(1, 2, 1, 1),
-            batch=32,
-            steps=500,
-            lr=3e-3,
-            warmup=30,
-            test_subset=2000,
-            eval_every=100,
-        ),
+        binary=_CPU,
+        mnist8=replace(_CPU),
+        color=replace(_CPU, dilations=(1, 2, 1, 1), steps=500, test_subset=2000),
         num_samples=16,
         bench_n=64,
         notebook_bench_n=16,
@@ -148,33 +124,9 @@ SIZES = {
     "gpu": Ch05Sizes(
         # Run the two MNIST recipes one after the other: sharing the card made each step about
         # 2.5 times slower, and the step count is planned from a timing taken at the start.
-        binary=RunSizes(
-            hidden=64,
-            layers=7,
-            batch=256,
-            steps=40000,
-            lr=2e-3,
-            warmup=200,
-            eval_every=500,
-            # overfits after about 17 epochs (4,000 steps); 120 s alone are about 7,000 steps
-            train_seconds=120,
-            time_limit=135,
-            ema=0.999,
-            valid=5000,
-        ),
-        mnist8=RunSizes(
-            hidden=64,
-            layers=7,
-            batch=256,  # 17 ms per step alone on an H200 (tools/bench_pixelcnn_step.py)
-            steps=40000,
-            lr=2e-3,
-            warmup=200,
-            eval_every=1000,
-            train_seconds=350,
-            time_limit=365,
-            ema=0.999,
-            valid=5000,
-        ),
+        # Binary overfits after about 17 epochs (4,000 steps); 120 s alone are about 7,000 steps.
+        binary=replace(_GPU, eval_every=500, train_seconds=120, time_limit=135),
+        mnist8=replace(_GPU, train_seconds=350, time_limit=365),
         color=RunSizes(
             hidden=96,
             layers=7,
