@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .config import PROFILES, setup
-from .recipes import load_all
+from .chapters import load_all
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,26 +1,31 @@
 """One training loop for every model in the book, and checkpoints that survive interruption.
 
-:func:`train` minimises a loss (a mean NLL in nats, usually ``model.nll``) with AdamW, a
-warm-up plus cosine learning-rate schedule, gradient clipping and, on CUDA, bfloat16 autocast.
-It evaluates periodically, keeps a history for plotting, shows a ``tqdm.auto`` progress bar and,
-given a checkpoint path, saves its state atomically and resumes from it when run again.
+:func:`train` minimises a loss (a mean NLL in nats, usually ``model.nll``) as a
+:class:`Schedule` says: AdamW, warm-up plus cosine learning rate, gradient clipping, bfloat16
+autocast on CUDA, a step count planned from a time budget, periodic evaluation in float32,
+weight averaging, keeping the best weights on a named metric, and atomic checkpoints that a
+later call resumes from. :func:`evaluate_nll` scores a whole split; :func:`evaluating`,
+:func:`cpu_threads` and :class:`Stopwatch` are the small contexts the chapters share.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .validation import set_validation, validation, validation_enabled
 
 
 class CheckpointError(ValueError):
@@ -36,15 +41,11 @@ class History:
     eval_step: list[int] = field(default_factory=list)
     eval: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    steps_planned: int = 0
+    selected_step: int | None = None
 
     def as_dict(self) -> dict:
-        return {
-            "step": self.step,
-            "train": self.train,
-            "eval_step": self.eval_step,
-            "eval": self.eval,
-            "seconds": self.seconds,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
@@ -71,6 +72,43 @@ def _to(batch, device):
     return batch
 
 
+@dataclass
+class Schedule:
+    """How long and how fast to train: every number the loop needs, in one place.
+
+    A chapter's sizes nest one of these beside the model's own config, so no numeric setting
+    hides in chapter code. ``seconds`` plans the number of steps from a timing taken at the
+    start (at most ``steps``): the same budget fits a laptop and a GPU. ``time_limit`` is only
+    a safety net that stops the loop early. ``average`` is the decay of a weight average
+    (Polyak/EMA) that is evaluated and returned instead of the last iterate.
+    """
+
+    steps: int
+    lr: float = 1e-3
+    batch_size: int = 64
+    warmup: int = 0
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    eval_every: int | None = None
+    log_every: int = 10
+    seconds: float | None = None
+    time_limit: float | None = None
+    average: float | None = None
+    threads: int | None = None
+    checkpoint_every: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.average is not None and not 0.0 < self.average < 1.0:
+            raise ValueError(f"average (a decay) must lie in (0, 1), got {self.average}")
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1) -> float:
     """Linear warm-up for ``warmup`` steps, then cosine decay to ``min_ratio * lr``."""
     if step < warmup:
@@ -87,51 +125,223 @@ def autocast(device: torch.device | str):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run a block on ``n`` CPU threads (None: leave the setting), restoring it afterwards.
+
+    Tiny models run faster on one thread: for matrices this small, synchronising two threads
+    costs more than the arithmetic.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode, no gradients and full precision (no autocast) for a block.
+
+    The model's training flag is restored afterwards, also when the block raises.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if torch.device(_device_of(model)).type == "cuda":
+                with torch.autocast("cuda", enabled=False):
+                    yield model
+            else:
+                yield model
+    finally:
+        model.train(was_training)
+
+
+class Stopwatch:
+    """Wall time of a block, synchronised with the GPU at both ends: ``with Stopwatch(d) as t``."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.cuda = torch.device(device).type == "cuda"
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds = time.perf_counter() - self._t0
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (Polyak averaging).
+
+    Evaluated instead of the last iterate, it smooths out the noise of the final steps at no
+    extra training cost. Buffers (batch statistics, masks) are copied, not averaged.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ours = list(self.model.parameters())
+        torch._foreach_lerp_(ours, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+
+@torch.no_grad()
+def evaluate_nll(model: nn.Module, batches: Iterable) -> dict[str, float]:
+    """Whole-split NLL of a protocol model, in full precision with fixed batches.
+
+    ``batches`` yields ``x`` or ``(x, conditioning dict)``; the sums are kept in float64.
+    Returns ``{"nats": mean nats per example, "nats_per_dim": mean nats per scored dimension}``.
+    """
+    total, dims, count = 0.0, 0.0, 0
+    with evaluating(model):
+        device = _device_of(model)
+        for batch in batches:
+            x, cond = (batch, {}) if isinstance(batch, torch.Tensor) else batch
+            x, cond = _to(x, device), _to(cond, device)
+            total -= float(model.log_prob(x, **cond).double().sum())
+            dims += float(model.scored_dims(x, **cond))
+            count += x.shape[0]
+    if count == 0:
+        raise ValueError("evaluate_nll got no batches")
+    return {"nats": total / count, "nats_per_dim": total / dims}
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _step(model, opt, loss_fn, batch, grad_clip, device) -> torch.Tensor:
+    with autocast(device):
+        loss = loss_fn(model, batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss
+
+
+def plan_steps(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, object], torch.Tensor],
+    batches: Iterable,
+    schedule: Schedule,
+    optimizer: torch.optim.Optimizer | None = None,
+    probe: int = 20,
+    warm: int = 5,
+) -> int:
+    """How many steps fit ``schedule.seconds``, timed on throw-away copies of model and optimizer.
+
+    The first ``warm`` steps (kernel selection, allocation) are not timed. The answer lies in
+    ``[warmup + 1, steps]``; without ``seconds`` it is ``steps``.
+    """
+    if schedule.seconds is None:
+        return schedule.steps
+    device = _device_of(model)
+    probe_model = copy.deepcopy(model).train()
+    if optimizer is None:
+        opt = _default_optimizer(probe_model, schedule)
+    else:
+        opt = type(optimizer)(probe_model.parameters(), **optimizer.defaults)
+    data = _forever(batches)
+    with validation(False), cpu_threads(schedule.threads):
+        for _ in range(warm):
+            _step(probe_model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device)
+        with Stopwatch(device) as watch:
+            for _ in range(probe):
+                _step(
+                    probe_model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device
+                )
+    per_step = watch.seconds / probe
+    return max(schedule.warmup + 1, min(schedule.steps, int(schedule.seconds / per_step)))
+
+
+def _default_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay
+    )
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, object], torch.Tensor],
     batches: Iterable,
+    schedule: Schedule,
     *,
-    steps: int,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    warmup: int = 0,
-    grad_clip: float | None = 1.0,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-    eval_every: int | None = None,
-    log_every: int = 10,
+    select: str | None = None,
     checkpoint: str | Path | None = None,
-    checkpoint_every: int | None = None,
     progress: bool = True,
     optimizer: torch.optim.Optimizer | None = None,
-    time_limit: float | None = None,
+    desc: str = "training",
 ) -> History:
-    """Train ``model`` for ``steps`` optimiser steps on ``batches`` (re-iterated when exhausted).
+    """Train ``model`` on ``batches`` (re-iterated when exhausted) as ``schedule`` says.
 
-    ``loss_fn(model, batch)`` returns a scalar to minimise; ``eval_fn(model)`` returns metrics
-    (run under ``torch.no_grad`` and ``model.eval()``) every ``eval_every`` steps and at the end.
-    With ``checkpoint``, the model, optimiser, step and history are saved there every
-    ``checkpoint_every`` steps and at the end, and a later call resumes from that file.
-    ``time_limit`` (seconds) ends training early, a safety net for fixed-budget GPU runs; the
-    history then records fewer steps than asked for.
+    ``loss_fn(model, batch)`` returns a scalar to minimise (usually ``model.nll(x)``). The loop
+    owns the concerns every chapter shares:
+
+    - the learning rate: warm-up then cosine decay of each parameter group's initial rate (the
+      default optimizer is AdamW at ``schedule.lr``; a given ``optimizer`` keeps its own rates);
+    - ``schedule.seconds``: the step count planned from a timing (:func:`plan_steps`);
+    - bfloat16 autocast on CUDA for the steps, gradient clipping, a ``tqdm.auto`` bar that closes
+      complete also when ``time_limit`` stops the loop early;
+    - evaluation every ``eval_every`` steps and at the end: ``eval_fn(model)`` runs under
+      :func:`evaluating` (eval mode, no gradients, float32) and scores the weight average when
+      ``schedule.average`` is set;
+    - ``select``: the name of a metric of ``eval_fn`` to minimise; the model is returned with
+      the weights (averaged, if averaging) that scored best, and ``history.selected_step`` says
+      when they were taken;
+    - ``schedule.threads``: the CPU thread count while training, restored afterwards;
+    - input validation on the first batch only (then :mod:`arnb.validation` is switched off);
+    - with ``checkpoint``, the state saved atomically every ``checkpoint_every`` steps and at the
+      end; a later call resumes from that file.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    device = next(model.parameters()).device
-    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if select is not None and eval_fn is None:
+        raise ValueError("select names a metric of eval_fn: pass eval_fn too")
+    device = _device_of(model)
+    opt = optimizer or _default_optimizer(model, schedule)
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
     history, start = History(), 0
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, model, opt)
         history, start = History.from_dict(state["history"]), state["step"]
+    steps = history.steps_planned or plan_steps(model, loss_fn, batches, schedule, optimizer)
+    history.steps_planned = steps
+    average = WeightAverage(model, schedule.average) if schedule.average else None
+    best: dict = {"score": math.inf, "state": None}
     t0 = time.time() - history.seconds
 
     def evaluate(step: int) -> None:
         if eval_fn is None:
             return
-        model.eval()
-        with torch.no_grad(), autocast(device):
-            metrics = {k: float(v) for k, v in eval_fn(model).items()}
-        model.train()
+        scored = average.model if average is not None else model
+        with evaluating(scored):
+            metrics = {k: float(v) for k, v in eval_fn(scored).items()}
+        if select is not None:
+            if select not in metrics:
+                raise KeyError(f"select={select!r} is not among the metrics {sorted(metrics)}")
+            if metrics[select] < best["score"]:
+                best["score"] = metrics[select]
+                best["state"] = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+                history.selected_step = step
         history.eval_step.append(step)
         history.eval.append(metrics)
         bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()}, refresh=False)
@@ -141,53 +351,59 @@ def train(
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, opt, step=step, history=history.as_dict())
 
-    model.train()
     data = _forever(batches)
     for _ in range(start):  # a resumed run continues the data stream where it stopped
         next(data)
     # In a log file (a recipe on a GPU server) a bar refreshed ten times a second is megabytes.
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
     bar = tqdm(
-        range(start, steps),
-        desc="training",
-        disable=not progress,
-        initial=start,
         total=steps,
+        initial=start,
+        desc=desc,
+        disable=not progress,
         mininterval=0.1 if interactive else 30.0,
     )
     running = None
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup)
-        batch = _to(next(data), device)
-        with autocast(device):
-            loss = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {loss.item()} at step {step}; lower the learning rate"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        value = loss.item() if (step % log_every == 0 or step == steps - 1) else None
-        if value is not None:
-            running = value if running is None else 0.9 * running + 0.1 * value
-            history.step.append(step)
-            history.train.append(value)
-            bar.set_description(f"training (loss {running:.4f})", refresh=False)
-        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
-            evaluate(step + 1)
-        if checkpoint_every and (step + 1) % checkpoint_every == 0:
-            save(step + 1)
-        if time_limit is not None and time.time() - t0 > time_limit:
-            steps = step + 1
-            bar.close()
-            break
+    model.train()
+    with cpu_threads(schedule.threads), validation(validation_enabled()):
+        for step in range(start, steps):
+            factor = lr_at(step, steps, 1.0, schedule.warmup, schedule.min_lr_ratio)
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            loss = _step(model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device)
+            if step == start:
+                set_validation(False)  # the first batch was checked; the rest skip the syncs
+            if average is not None:
+                average.update(model)
+            bar.update(1)
+            if step % schedule.log_every == 0 or step == steps - 1:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(
+                        f"loss is {value} at step {step}; lower the learning rate"
+                    )
+                running = value if running is None else 0.9 * running + 0.1 * value
+                history.step.append(step)
+                history.train.append(value)
+                bar.set_postfix_str(f"loss {running:.4f}", refresh=False)
+            done = step + 1
+            if schedule.eval_every and done % schedule.eval_every == 0 and done < steps:
+                evaluate(done)
+            if schedule.checkpoint_every and done % schedule.checkpoint_every == 0:
+                save(done)
+            if schedule.time_limit is not None and time.time() - t0 > schedule.time_limit:
+                steps = done
+                break
+    bar.total = steps  # a loop stopped by its time limit ends as a complete bar
+    bar.refresh()
+    bar.close()
     if not history.eval_step or history.eval_step[-1] != steps:
         evaluate(steps)
     save(steps)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    elif average is not None:
+        model.load_state_dict(average.model.state_dict())
     model.eval()
     return history
 
@@ -226,8 +442,10 @@ def load_checkpoint(
     for another model class or with mismatched parameter shapes, naming the difference.
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model_class" not in state:
-        raise CheckpointError(f"{path} is not an arnb checkpoint")
+    if not isinstance(state, dict) or not {"model_class", "model"} <= state.keys():
+        raise CheckpointError(f"{path} is not an arnb checkpoint (no model_class and model)")
+    if not isinstance(state["model"], dict):
+        raise CheckpointError(f"{path} holds no state dict under 'model'")
     if state["model_class"] != _model_id(model):
         raise CheckpointError(
             f"{path} holds a {state['model_class']}, cannot load it into a {_model_id(model)}"

@@ -6,7 +6,7 @@ import math
 import torch
 
 from arnb.data.tiny_mnist import TinyMNIST
-from arnb.recipes.ch01_factorization import (
+from arnb.chapters.ch01_factorization import (
     SIZES,
     Minibatches,
     compare_models,

@@ -50,7 +50,7 @@ def test_bias_checker():
 
 def test_recipes_run_under_smoke(tmp_path):
     from arnb.config import setup
-    from arnb.recipes import load_all
+    from arnb.chapters import load_all
 
     recipes = load_all()
     env = setup(seed=0, profile="smoke", verbose=False)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from arnb.config import Setup
-from arnb.recipes import ch05_pixelcnn as recipe
+from arnb.chapters import ch05_pixelcnn as recipe
 
 
 def tiny_sizes(**run) -> recipe.Ch05Sizes:

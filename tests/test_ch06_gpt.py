@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from arnb.exercises.ch06 import check_bpe_merge, check_causal_mask, check_top_p
 from arnb.models.gpt import GPT, GPTConfig
-from arnb.recipes.ch06_gpt import evaluate_split, kv_cache_benchmark
+from arnb.chapters.ch06_gpt import evaluate_split, kv_cache_benchmark
 from arnb.sampling import filter_logits
 from arnb.testing import (
     all_configurations,

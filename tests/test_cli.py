@@ -5,7 +5,7 @@ import json
 import pytest
 
 from arnb.cli import main
-from arnb.recipes import RECIPES, load_all, recipe
+from arnb.chapters import RECIPES, load_all, recipe
 
 
 def test_run_writes_metrics_and_figures(tmp_path, capsys):

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from arnb.recipes.ch05_pixelcnn import SIZES, loss_per_dim, make_model
+from arnb.chapters.ch05_pixelcnn import SIZES, loss_per_dim, make_model
 from arnb.train import autocast
 
 

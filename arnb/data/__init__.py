@@ -1,5 +1,6 @@
 """Data sets of the book: real public files, verified, cached, usable offline."""
 
+from .batches import Minibatches, random_windows
 from .files import (
     ChecksumError,
     DataNotFoundError,
@@ -16,6 +17,7 @@ from .text import gpt2_bpe_files, load_shakespeare, load_shakespeare_split, spli
 
 __all__ = [
     "ChecksumError",
+    "Minibatches",
     "DataNotFoundError",
     "RemoteFile",
     "binarize",
@@ -30,5 +32,6 @@ __all__ = [
     "load_shakespeare",
     "load_shakespeare_split",
     "load_sketch_strokes",
+    "random_windows",
     "split_text",
 ]
