@@ -274,9 +274,7 @@ def plan_steps(
 
 
 def _default_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(
-        model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay
-    )
+    return torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=schedule.weight_decay)
 
 
 def train(

@@ -1,72 +1,265 @@
-"""The shared training loop: it learns, checkpoints round-trip exactly, resumes, refuses wrong models."""
+"""The shared training loop and its contexts: it learns, keeps the best or averaged weights,
+restores every setting it changes, checkpoints round-trip exactly and resume, wrong models are
+refused; plus the one validation module and the one batch iterator."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from arnb.models import MarkovChain
-from arnb.train import CheckpointError, History, load_checkpoint, lr_at, save_checkpoint, train
+from arnb.data import Minibatches, random_windows
+from arnb.protocol import ARModule
+from arnb.train import (
+    CheckpointError,
+    History,
+    Schedule,
+    Stopwatch,
+    cpu_threads,
+    evaluate_nll,
+    evaluating,
+    load_checkpoint,
+    lr_at,
+    plan_steps,
+    save_checkpoint,
+    train,
+)
+from arnb.validation import as_indices, check_int, validation, validation_enabled
 
 
-def _data(n=2048, seed=0):
-    truth = MarkovChain(4, 10)
-    return truth.sample(n, generator=torch.Generator().manual_seed(seed))
+class Independent(ARModule):
+    """``D`` independent categoricals: the smallest model that follows the protocol."""
+
+    def __init__(self, dims: int, num_classes: int):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.randn(dims, num_classes) * 0.1)
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], -1, -1)
+
+    def log_prob(self, x):
+        x = as_indices(x, self.logits.shape[1], (self.logits.shape[0],))
+        logp = F.log_softmax(self(x), -1)
+        return logp.gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
-def test_loss_decreases():
+def _data(n=2048, seed=0, dims=6, k=4):
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(dims, k, generator=g) * 2, -1)
+    return torch.multinomial(probs.repeat(n, 1), 1, generator=g).view(n, dims)
+
+
+def _loss(m, x):
+    return m.nll(x)
+
+
+def test_loss_decreases_and_evaluates_on_schedule():
     torch.manual_seed(0)
     data = _data()
-    model = MarkovChain(4, 10)
+    model = Independent(6, 4)
     before = model.nll(data).item()
     hist = train(
         model,
-        lambda m, x: m.nll(x),
-        list(data.split(128)),
-        steps=60,
-        lr=0.05,
+        _loss,
+        Minibatches(data, batch_size=128),
+        Schedule(steps=60, lr=0.05, eval_every=20),
         eval_fn=lambda m: {"nll": m.nll(data)},
-        eval_every=20,
         progress=False,
     )
-    assert hist.eval[-1]["nll"] < before - 0.5
+    assert hist.eval[-1]["nll"] < before - 0.05
     assert hist.eval_step == [20, 40, 60]
-    assert len(hist.train) >= 6 and hist.seconds > 0
+    assert len(hist.train) >= 6 and hist.seconds > 0 and hist.steps_planned == 60
+    assert not model.training
+
+
+def test_select_returns_the_weights_that_scored_best():
+    torch.manual_seed(0)
+    model, scores, seen = Independent(3, 2), iter([3.0, 1.0, 2.0]), []
+
+    def eval_fn(m):
+        seen.append(m.logits.detach().clone())
+        return {"score": next(scores)}
+
+    hist = train(
+        model,
+        _loss,
+        [_data(64, dims=3, k=2)],
+        Schedule(steps=30, lr=0.1, eval_every=10),
+        eval_fn=eval_fn,
+        select="score",
+        progress=False,
+    )
+    assert hist.selected_step == 20
+    assert torch.equal(model.logits, seen[1])
+    assert not torch.equal(model.logits, seen[2])  # not simply the last iterate
+
+
+def test_select_needs_a_known_metric():
+    with pytest.raises(ValueError, match="pass eval_fn"):
+        train(Independent(2, 2), _loss, [_data(8, dims=2, k=2)], Schedule(steps=1), select="x")
+    with pytest.raises(KeyError, match="not among the metrics"):
+        train(
+            Independent(2, 2),
+            _loss,
+            [_data(8, dims=2, k=2)],
+            Schedule(steps=1),
+            eval_fn=lambda m: {"nll": 0.0},
+            select="val",
+            progress=False,
+        )
+
+
+def test_weight_average_is_the_exponential_average_of_the_iterates():
+    torch.manual_seed(0)
+    model, iterates, decay = Independent(3, 2), [], 0.8
+    start = model.logits.detach().clone()
+
+    def loss(m, x):
+        iterates.append(m.logits.detach().clone())  # the weights before each step
+        return m.nll(x)
+
+    evaluated = []
+    train(
+        model,
+        loss,
+        [_data(64, dims=3, k=2)],
+        Schedule(steps=10, lr=0.1, average=decay, eval_every=5),
+        eval_fn=lambda m: evaluated.append(m.logits.detach().clone()) or {"n": 0.0},
+        progress=False,
+    )
+    # After step s the iterate is iterates[s + 1]; the average starts from the initial weights.
+    avg = start
+    for w in iterates[1:6]:
+        avg = decay * avg + (1 - decay) * w
+    assert torch.allclose(evaluated[0], avg, atol=1e-6)
+    assert torch.equal(model.logits, evaluated[-1])  # the average is what comes back
+
+
+def test_threads_and_validation_are_set_while_training_and_restored():
+    seen = []
+
+    def loss(m, x):
+        seen.append((torch.get_num_threads(), validation_enabled()))
+        return m.nll(x)
+
+    before = torch.get_num_threads()
+    train(
+        Independent(2, 2),
+        loss,
+        [_data(8, dims=2, k=2)],
+        Schedule(steps=3, threads=1),
+        progress=False,
+    )
+    assert seen == [(1, True), (1, False), (1, False)]  # the first batch is checked
+    assert torch.get_num_threads() == before and validation_enabled()
+
+
+def test_time_limit_stops_early_and_records_the_steps_run():
+    hist = train(
+        Independent(2, 2),
+        _loss,
+        [_data(8, dims=2, k=2)],
+        Schedule(steps=10**6, time_limit=0.2, log_every=1),
+        progress=False,
+    )
+    assert 1 <= hist.step[-1] + 1 < 10**6 and hist.eval_step == []
+    assert hist.steps_planned == 10**6
+
+
+def test_plan_steps_fits_the_budget_and_stays_in_bounds():
+    batches = [_data(64, dims=4, k=3)]
+    sched = Schedule(steps=10**7, seconds=0.3, warmup=5)
+    planned = plan_steps(Independent(4, 3), _loss, batches, sched)
+    assert 6 <= planned < 10**7
+    assert plan_steps(Independent(4, 3), _loss, batches, Schedule(steps=7)) == 7
+    tiny = Schedule(steps=10**7, seconds=1e-9, warmup=5)
+    assert plan_steps(Independent(4, 3), _loss, batches, tiny) == 6
+
+
+def test_a_given_optimizer_keeps_its_own_learning_rate():
+    model = Independent(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    lrs = []
+
+    def loss(m, x):
+        lrs.append(opt.param_groups[0]["lr"])
+        return m.nll(x)
+
+    train(
+        model,
+        loss,
+        [_data(8, dims=2, k=2)],
+        Schedule(steps=3, lr=1e-3),
+        optimizer=opt,
+        progress=False,
+    )
+    assert lrs[0] == pytest.approx(0.5)
+
+
+def test_evaluating_restores_the_training_flag_even_after_an_error():
+    model = Independent(2, 2).train()
+    with pytest.raises(RuntimeError), evaluating(model):
+        assert not model.training and not torch.is_grad_enabled()
+        raise RuntimeError
+    assert model.training and torch.is_grad_enabled()
+
+
+def test_evaluate_nll_matches_a_direct_computation():
+    torch.manual_seed(0)
+    model, data = Independent(5, 3), _data(300, dims=5, k=3)
+    got = evaluate_nll(model, data.split(64))
+    direct = -model.log_prob(data).detach().double()
+    assert got["nats"] == pytest.approx(float(direct.mean()), rel=1e-6)
+    assert got["nats_per_dim"] == pytest.approx(float(direct.mean()) / 5, rel=1e-6)
+    with pytest.raises(ValueError, match="no batches"):
+        evaluate_nll(model, [])
+
+
+def test_cpu_threads_and_stopwatch():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), cpu_threads(1):
+        assert torch.get_num_threads() == 1
+        raise RuntimeError
+    assert torch.get_num_threads() == before
+    with Stopwatch() as watch:
+        sum(range(1000))
+    assert watch.seconds > 0
 
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
     torch.manual_seed(1)
-    model = MarkovChain(3, 5)
+    model = Independent(3, 5)
     opt = torch.optim.AdamW(model.parameters())
     save_checkpoint(tmp_path / "m.pt", model, opt, step=7)
-    other = MarkovChain(3, 5)
+    other = Independent(3, 5)
     state = load_checkpoint(tmp_path / "m.pt", other)
     assert state["step"] == 7
-    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
-        assert torch.equal(a, b)
+    assert torch.equal(model.logits, other.logits)
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
-    save_checkpoint(tmp_path / "m.pt", MarkovChain(3, 5))
+    save_checkpoint(tmp_path / "m.pt", Independent(3, 5))
     with pytest.raises(CheckpointError, match="differently sized"):
-        load_checkpoint(tmp_path / "m.pt", MarkovChain(4, 5))
+        load_checkpoint(tmp_path / "m.pt", Independent(4, 5))
 
-    class NotAChain(torch.nn.Linear):
+    class NotIt(torch.nn.Linear):
         pass
 
-    with pytest.raises(CheckpointError, match="holds a arnb.models.markov_chain.MarkovChain"):
-        load_checkpoint(tmp_path / "m.pt", NotAChain(2, 2))
+    with pytest.raises(CheckpointError, match="holds a test_train.Independent"):
+        load_checkpoint(tmp_path / "m.pt", NotIt(2, 2))
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not an arnb checkpoint"):
-        load_checkpoint(tmp_path / "foreign.pt", MarkovChain(3, 5))
+        load_checkpoint(tmp_path / "foreign.pt", Independent(3, 5))
+    torch.save({"model_class": "test_train.Independent"}, tmp_path / "no_model.pt")
+    with pytest.raises(CheckpointError, match="not an arnb checkpoint"):
+        load_checkpoint(tmp_path / "no_model.pt", Independent(3, 5))
 
 
 def test_interrupted_training_resumes_exactly(tmp_path):
-    data = _data(512, seed=3)
-    batches = list(data.split(64))
+    batches = list(_data(512, seed=3).split(64))
 
     def run(ckpt, die_at=None):
         torch.manual_seed(5)
-        model = MarkovChain(4, 10)
+        model = Independent(6, 4)
         calls = []
 
         def loss(m, x):
@@ -80,11 +273,9 @@ def test_interrupted_training_resumes_exactly(tmp_path):
                 model,
                 loss,
                 batches,
-                steps=20,
-                lr=0.05,
+                Schedule(steps=20, lr=0.05, checkpoint_every=6),
                 progress=False,
                 checkpoint=ckpt,
-                checkpoint_every=6,
             )
         except KeyboardInterrupt:
             pass
@@ -94,28 +285,85 @@ def test_interrupted_training_resumes_exactly(tmp_path):
     run(tmp_path / "c.pt", die_at=9)  # dies in step 9: the checkpoint holds step 6
     assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 6
     resumed = run(tmp_path / "c.pt")
-    for a, b in zip(straight.parameters(), resumed.parameters()):
-        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(straight.logits, resumed.logits, atol=1e-6)
     assert torch.load(tmp_path / "c.pt", weights_only=True)["step"] == 20
 
 
 def test_non_finite_loss_stops_with_a_clear_error():
-    model = MarkovChain(3, 4)
     with pytest.raises(FloatingPointError, match="loss is nan"):
         train(
-            model,
+            Independent(2, 2),
             lambda m, x: m.nll(x) * float("nan"),
-            [_data(8)[:, :4] % 3],
-            steps=3,
+            [_data(8, dims=2, k=2)],
+            Schedule(steps=3),
             progress=False,
         )
 
 
-def test_empty_data_and_schedule():
+def test_empty_data_bad_schedules_and_the_learning_rate_curve():
     with pytest.raises(ValueError, match="no batches"):
-        train(MarkovChain(3, 4), lambda m, x: m.nll(x), [], steps=2, progress=False)
+        train(Independent(2, 2), _loss, [], Schedule(steps=2), progress=False)
+    for bad in [dict(steps=-1), dict(steps=1, lr=0), dict(steps=1, average=1.0)]:
+        with pytest.raises(ValueError):
+            Schedule(**bad)
     assert lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
     assert lr_at(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
-    h = History(step=[0], train=[1.0])
+    h = History(step=[0], train=[1.0], selected_step=3)
     assert History.from_dict(h.as_dict()) == h
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def test_as_indices_accepts_every_integer_dtype_without_overflow():
+    img = torch.tensor([[16, 240]], dtype=torch.uint8)
+    assert as_indices(img, 256).dtype == torch.long  # 256 levels: no wrap-around of the bound
+    assert torch.equal(as_indices(img.int(), 256), img.long())
+    with pytest.raises(
+        ValueError, match=r"x values must lie in \[0, 15\], found range \[16, 240\]"
+    ):
+        as_indices(img, 16)
+    with pytest.raises(TypeError, match="integer category indices"):
+        as_indices(img.float(), 256)
+    with pytest.raises(ValueError, match=r"shape \(batch, 3\)"):
+        as_indices(img, 256, (3,))
+    with validation(False):
+        assert as_indices(img, 16).dtype == torch.long  # values unchecked, conversion kept
+    assert validation_enabled()
+
+
+def test_check_int():
+    assert check_int(3, "top_k", low=1) == 3
+    with pytest.raises(TypeError, match="top_k must be an int, got 2.5"):
+        check_int(2.5, "top_k", low=1)
+    with pytest.raises(ValueError, match=r"n must lie in \[1, inf\], got 0"):
+        check_int(0, "n", low=1)
+    with pytest.raises(TypeError):
+        check_int(True, "n")
+
+
+# ------------------------------------------------------------------------------ batches
+
+
+def test_minibatches_cover_an_epoch_once_and_convert():
+    x = torch.arange(10, dtype=torch.uint8)
+    y = torch.arange(10) * 10
+    batches = list(Minibatches(x, y, batch_size=3, seed=1, dtype=torch.long))
+    assert len(batches) == 3 and all(b[0].dtype == torch.long for b in batches)
+    seen = torch.cat([b[0] for b in batches])
+    assert len(set(seen.tolist())) == 9
+    assert all(torch.equal(b[1], b[0] * 10) for b in batches)  # rows stay paired
+    again = list(Minibatches(x, y, batch_size=3, seed=1, dtype=torch.long))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))  # seeded
+    with pytest.raises(ValueError, match="differ in length"):
+        Minibatches(x, y[:5], batch_size=2)
+
+
+def test_random_windows_are_slices_of_the_text():
+    ids = torch.arange(100)
+    w = next(random_windows(ids, batch_size=8, length=5, seed=0))
+    assert w.shape == (8, 5)
+    assert torch.equal(w - w[:, :1], torch.arange(5).expand(8, 5))
+    with pytest.raises(ValueError, match="at least 200"):
+        next(random_windows(ids, 2, 200))
