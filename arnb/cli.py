@@ -1,13 +1,19 @@
-"""Command line: ``python -m arnb list`` and ``python -m arnb run RECIPE [--profile P] [--out DIR]``."""
+"""Command line: ``python -m arnb list`` and ``python -m arnb run RECIPE [--profile P] [--out DIR]``.
+
+Data-parallel on N processes: ``torchrun --standalone --nproc_per_node=N -m arnb run RECIPE``
+(every rank trains; rank 0 alone writes ``metrics.json`` and the figures).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from . import distributed
 from .config import PROFILES, setup
 from .chapters import load_all
 
@@ -37,17 +43,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.recipe not in recipes:
         parser.error(f"unknown recipe {args.recipe!r}; `python -m arnb list` shows them")
-    s = setup(seed=args.seed, profile=args.profile)
+    me = distributed.current()
+    s = setup(seed=args.seed, profile=args.profile, verbose=me is None or me.is_main)
     out = args.out or Path("runs") / f"{args.recipe}-{s.profile}"
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    metrics = recipes[args.recipe].fn(s, out)
+    try:
+        if me is not None and not me.is_main:  # the other ranks' figures are rank 0's again
+            with tempfile.TemporaryDirectory() as scratch:
+                recipes[args.recipe].fn(s, Path(scratch))
+            return 0
+        out.mkdir(parents=True, exist_ok=True)
+        metrics = recipes[args.recipe].fn(s, out)
+    finally:
+        distributed.leave()
     result = {
         "recipe": args.recipe,
         "metrics": metrics,
         "seconds": round(time.time() - t0, 1),
         "command": "python -m arnb " + " ".join(sys.argv[1:] if argv is None else argv),
         **s.record(),
+        "world_size": 1 if me is None else me.world_size,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

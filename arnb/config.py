@@ -47,12 +47,18 @@ def get_profile(name: str | None = None) -> str:
 
 
 def get_device(name: str | None = None) -> torch.device:
-    """CUDA if available, then Apple MPS, then CPU; ``name`` (or ``$ARNB_DEVICE``) overrides."""
+    """CUDA if available, then Apple MPS, then CPU; ``name`` (or ``$ARNB_DEVICE``) overrides.
+
+    Under ``torchrun`` the CUDA device is ``cuda:LOCAL_RANK``, one GPU per process.
+    """
     name = name or os.environ.get("ARNB_DEVICE")
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        # Under torchrun each process of a node takes its own GPU.
+        index = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

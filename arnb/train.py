@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .validation import set_validation, validation, validation_enabled
 
 
@@ -97,6 +99,7 @@ class Schedule:
     average: float | None = None
     threads: int | None = None
     checkpoint_every: int | None = None
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -105,6 +108,8 @@ class Schedule:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if self.average is not None and not 0.0 < self.average < 1.0:
             raise ValueError(f"average (a decay) must lie in (0, 1), got {self.average}")
 
@@ -227,15 +232,37 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _step(model, opt, loss_fn, batch, grad_clip, device) -> torch.Tensor:
-    with autocast(device):
-        loss = loss_fn(model, batch)
+class _LossOf(nn.Module):
+    """``loss_fn(model, batch)`` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _step(runner: nn.Module, opt, batch, schedule: Schedule, device) -> torch.Tensor:
+    """One optimizer step on ``batch``, in ``schedule.accumulate`` micro-batches.
+
+    Under DistributedDataParallel the gradients are all-reduced after the last micro-batch only
+    (``no_sync`` before it). Returns the batch's mean loss (detached).
+    """
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    parts, total = schedule.accumulate, 0.0
+    for i in range(parts):
+        micro = batch if parts == 1 else distributed.split(batch, i, parts)
+        wait = i < parts - 1 and isinstance(runner, DistributedDataParallel)
+        with runner.no_sync() if wait else contextlib.nullcontext():
+            with autocast(device):
+                loss = runner(micro) / parts
+            loss.backward()
+        total = total + loss.detach()
+    if schedule.grad_clip is not None:
+        nn.utils.clip_grad_norm_(runner.parameters(), schedule.grad_clip)
     opt.step()
-    return loss
+    return total
 
 
 def plan_steps(
@@ -261,14 +288,13 @@ def plan_steps(
     else:
         opt = type(optimizer)(probe_model.parameters(), **optimizer.defaults)
     data = _forever(batches)
+    runner = _LossOf(probe_model, loss_fn)
     with validation(False), cpu_threads(schedule.threads):
         for _ in range(warm):
-            _step(probe_model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device)
+            _step(runner, opt, _to(next(data), device), schedule, device)
         with Stopwatch(device) as watch:
             for _ in range(probe):
-                _step(
-                    probe_model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device
-                )
+                _step(runner, opt, _to(next(data), device), schedule, device)
     per_step = watch.seconds / probe
     return max(schedule.warmup + 1, min(schedule.steps, int(schedule.seconds / per_step)))
 
@@ -309,11 +335,19 @@ def train(
     - ``schedule.threads``: the CPU thread count while training, restored afterwards;
     - input validation on the first batch only (then :mod:`arnb.validation` is switched off);
     - with ``checkpoint``, the state saved atomically every ``checkpoint_every`` steps and at the
-      end; a later call resumes from that file.
+      end; a later call resumes from that file;
+    - under ``torchrun`` with several processes, data parallelism as :mod:`arnb.distributed`
+      describes (each rank a slice of every batch; evaluation, selection, checkpoints and the
+      progress bar on rank 0; every rank ends with rank 0's weights).
     """
     if select is not None and eval_fn is None:
         raise ValueError("select names a metric of eval_fn: pass eval_fn too")
     device = _device_of(model)
+    me = distributed.join(device)
+    main = me is None or me.is_main
+    runner = _LossOf(model, loss_fn)
+    if me is not None:
+        runner = distributed.wrap(runner, device)  # also copies rank 0's weights to every rank
     opt = optimizer or _default_optimizer(model, schedule)
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
@@ -322,13 +356,15 @@ def train(
         state = load_checkpoint(checkpoint, model, opt)
         history, start = History.from_dict(state["history"]), state["step"]
     steps = history.steps_planned or plan_steps(model, loss_fn, batches, schedule, optimizer)
+    if me is not None:
+        steps = distributed.broadcast_int(steps, device)  # every rank runs rank 0's plan
     history.steps_planned = steps
-    average = WeightAverage(model, schedule.average) if schedule.average else None
+    average = WeightAverage(model, schedule.average) if schedule.average and main else None
     best: dict = {"score": math.inf, "state": None}
     t0 = time.time() - history.seconds
 
     def evaluate(step: int) -> None:
-        if eval_fn is None:
+        if eval_fn is None or not main:
             return
         scored = average.model if average is not None else model
         with evaluating(scored):
@@ -346,7 +382,7 @@ def train(
 
     def save(step: int) -> None:
         history.seconds = time.time() - t0
-        if checkpoint is not None:
+        if checkpoint is not None and main:
             save_checkpoint(checkpoint, model, opt, step=step, history=history.as_dict())
 
     data = _forever(batches)
@@ -358,7 +394,7 @@ def train(
         total=steps,
         initial=start,
         desc=desc,
-        disable=not progress,
+        disable=not (progress and main),
         mininterval=0.1 if interactive else 30.0,
     )
     running = None
@@ -368,7 +404,10 @@ def train(
             factor = lr_at(step, steps, 1.0, schedule.warmup, schedule.min_lr_ratio)
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-            loss = _step(model, opt, loss_fn, _to(next(data), device), schedule.grad_clip, device)
+            batch = _to(next(data), device)
+            if me is not None:
+                batch = distributed.split(batch, me.rank, me.world_size)
+            loss = _step(runner, opt, batch, schedule, device)
             if step == start:
                 set_validation(False)  # the first batch was checked; the rest skip the syncs
             if average is not None:
@@ -389,9 +428,13 @@ def train(
                 evaluate(done)
             if schedule.checkpoint_every and done % schedule.checkpoint_every == 0:
                 save(done)
-            if schedule.time_limit is not None and time.time() - t0 > schedule.time_limit:
-                steps = done
-                break
+            if schedule.time_limit is not None:
+                stop = time.time() - t0 > schedule.time_limit
+                if me is not None:
+                    stop = distributed.any_rank(stop, device)  # all ranks stop together
+                if stop:
+                    steps = done
+                    break
     bar.total = steps  # a loop stopped by its time limit ends as a complete bar
     bar.refresh()
     bar.close()
@@ -402,6 +445,8 @@ def train(
         model.load_state_dict(best["state"])
     elif average is not None:
         model.load_state_dict(average.model.state_dict())
+    if me is not None:
+        distributed.broadcast_state(model)  # rank 0 chose; every rank returns its choice
     model.eval()
     return history
 
