@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -93,13 +94,27 @@ class Setup:
         return f"profile={self.profile}  device={self.device}  seed={self.seed}"
 
     def record(self) -> dict:
-        """Profile, device, library versions and wall time since setup (the last cell of a notebook)."""
+        """What ran, where and on what (the last cell of a notebook, a recipe's metrics.json).
+
+        Profile, device and its precision, the git commit of the code (and whether the tree had
+        uncommitted changes), the UTC date, library versions, the sha256 of every data file read,
+        and the wall time since setup.
+        """
         import matplotlib
 
+        from . import __version__
+        from .data.files import FILES_READ
+        from .train import autocast_dtype
+
+        low = autocast_dtype(self.device)
         rec = {
             "profile": self.profile,
             "device": str(self.device),
             "device_name": device_name(self.device),
+            "autocast": str(low).removeprefix("torch.") if low is not None else "none",
+            **git_state(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "arnb": __version__,
             "seed": self.seed,
             "python": sys.version.split()[0],
             "platform": platform.platform(),
@@ -107,9 +122,31 @@ class Setup:
             "numpy": np.__version__,
             "matplotlib": matplotlib.__version__,
             "cpu_threads": torch.get_num_threads(),
+            "data_sha256": dict(sorted(FILES_READ.items())),
             "wall_time_s": round(time.time() - self.started, 1),
         }
         return rec
+
+
+def git_state() -> dict:
+    """``{"git_commit", "git_dirty"}`` of the checkout this package runs from (None outside one)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "arnb"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": bool(status.strip())}
 
 
 def device_name(device: torch.device) -> str:

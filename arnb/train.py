@@ -122,12 +122,26 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1)
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def autocast(device: torch.device | str):
-    """bfloat16 autocast on CUDA (no loss scaling needed), nothing elsewhere."""
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The low precision the training steps run in: None off CUDA.
+
+    bfloat16 from compute capability 8.0 (Ampere) on: it has float32's range, so no loss
+    scaling is needed. Older GPUs (Colab's T4 is 7.5) have no bfloat16 hardware: float16 there,
+    with a gradient scaler so that small gradients do not underflow.
+    """
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    if device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device | str):
+    """Autocast to :func:`autocast_dtype` on CUDA, nothing elsewhere."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -243,11 +257,12 @@ class _LossOf(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-def _step(runner: nn.Module, opt, batch, schedule: Schedule, device) -> torch.Tensor:
+def _step(runner: nn.Module, opt, batch, schedule: Schedule, device, scaler=None) -> torch.Tensor:
     """One optimizer step on ``batch``, in ``schedule.accumulate`` micro-batches.
 
     Under DistributedDataParallel the gradients are all-reduced after the last micro-batch only
-    (``no_sync`` before it). Returns the batch's mean loss (detached).
+    (``no_sync`` before it). With a float16 ``scaler`` the loss is scaled before backward and
+    the gradients unscaled before clipping. Returns the batch's mean loss (detached).
     """
     opt.zero_grad(set_to_none=True)
     parts, total = schedule.accumulate, 0.0
@@ -257,11 +272,17 @@ def _step(runner: nn.Module, opt, batch, schedule: Schedule, device) -> torch.Te
         with runner.no_sync() if wait else contextlib.nullcontext():
             with autocast(device):
                 loss = runner(micro) / parts
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
         total = total + loss.detach()
+    if scaler is not None:
+        scaler.unscale_(opt)
     if schedule.grad_clip is not None:
         nn.utils.clip_grad_norm_(runner.parameters(), schedule.grad_clip)
-    opt.step()
+    if scaler is None:
+        opt.step()
+    else:
+        scaler.step(opt)  # skips the step when a gradient overflowed, then adapts the scale
+        scaler.update()
     return total
 
 
@@ -288,15 +309,22 @@ def plan_steps(
     else:
         opt = type(optimizer)(probe_model.parameters(), **optimizer.defaults)
     data = _forever(batches)
-    runner = _LossOf(probe_model, loss_fn)
+    runner, scaler = _LossOf(probe_model, loss_fn), _scaler(device)
     with validation(False), cpu_threads(schedule.threads):
         for _ in range(warm):
-            _step(runner, opt, _to(next(data), device), schedule, device)
+            _step(runner, opt, _to(next(data), device), schedule, device, scaler)
         with Stopwatch(device) as watch:
             for _ in range(probe):
-                _step(runner, opt, _to(next(data), device), schedule, device)
+                _step(runner, opt, _to(next(data), device), schedule, device, scaler)
     per_step = watch.seconds / probe
     return max(schedule.warmup + 1, min(schedule.steps, int(schedule.seconds / per_step)))
+
+
+def _scaler(device: torch.device) -> torch.amp.GradScaler | None:
+    """A gradient scaler where the steps run in float16 (pre-Ampere GPUs), else None."""
+    if autocast_dtype(device) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def _default_optimizer(model: nn.Module, schedule: Schedule) -> torch.optim.Optimizer:
@@ -324,7 +352,8 @@ def train(
     - the learning rate: warm-up then cosine decay of each parameter group's initial rate (the
       default optimizer is AdamW at ``schedule.lr``; a given ``optimizer`` keeps its own rates);
     - ``schedule.seconds``: the step count planned from a timing (:func:`plan_steps`);
-    - bfloat16 autocast on CUDA for the steps, gradient clipping, a ``tqdm.auto`` bar that closes
+    - autocast on CUDA for the steps (:func:`autocast_dtype`: bfloat16, or float16 with a
+      gradient scaler before Ampere), gradient clipping, a ``tqdm.auto`` bar that closes
       complete also when ``time_limit`` stops the loop early;
     - evaluation every ``eval_every`` steps and at the end: ``eval_fn(model)`` runs under
       :func:`evaluating` (eval mode, no gradients, float32) and scores the weight average when
@@ -360,6 +389,7 @@ def train(
         steps = distributed.broadcast_int(steps, device)  # every rank runs rank 0's plan
     history.steps_planned = steps
     average = WeightAverage(model, schedule.average) if schedule.average and main else None
+    scaler = _scaler(device)
     best: dict = {"score": math.inf, "state": None}
     t0 = time.time() - history.seconds
 
@@ -407,7 +437,7 @@ def train(
             batch = _to(next(data), device)
             if me is not None:
                 batch = distributed.split(batch, me.rank, me.world_size)
-            loss = _step(runner, opt, batch, schedule, device)
+            loss = _step(runner, opt, batch, schedule, device, scaler)
             if step == start:
                 set_validation(False)  # the first batch was checked; the rest skip the syncs
             if average is not None:

@@ -13,6 +13,9 @@ from arnb.train import (
     History,
     Schedule,
     Stopwatch,
+    _LossOf,
+    _step,
+    autocast_dtype,
     cpu_threads,
     evaluate_nll,
     evaluating,
@@ -367,3 +370,28 @@ def test_random_windows_are_slices_of_the_text():
     assert torch.equal(w - w[:, :1], torch.arange(5).expand(8, 5))
     with pytest.raises(ValueError, match="at least 200"):
         next(random_windows(ids, 2, 200))
+
+
+# ------------------------------------------------------------------------------ precision
+
+
+@pytest.mark.parametrize(
+    "capability, want",
+    [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
+def test_autocast_dtype_by_compute_capability(monkeypatch, capability, want):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert autocast_dtype("cuda") == want
+    assert autocast_dtype("cpu") is None
+
+
+def test_a_scaled_step_equals_an_unscaled_one():
+    """float16 steps scale the loss; unscaling before clipping must give the very same step."""
+    data = _data(64, dims=3, k=2)
+    models = [Independent(3, 2) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    sched = Schedule(steps=1, lr=0.1, grad_clip=0.01)  # clipping active: the order matters
+    for model, scaler in zip(models, [None, torch.amp.GradScaler("cpu", init_scale=1024.0)]):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        _step(_LossOf(model, _loss), opt, data, sched, "cpu", scaler)
+    assert torch.allclose(models[0].logits, models[1].logits, atol=1e-6)

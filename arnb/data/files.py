@@ -119,8 +119,13 @@ def _download(f: RemoteFile, dest: Path) -> None:
     )
 
 
+FILES_READ: dict[str, str] = {}
+"""Every data file verified in this process, ``relpath -> sha256``: what a run's record lists."""
+
+
 def fetch(f: RemoteFile) -> Path:
     """Path of a verified copy of ``f`` (offline folder, cache, or a fresh download)."""
+    FILES_READ[f.relpath] = f.sha256  # only returned after verification below
     offline_dir = data_dir()
     if offline_dir is not None:
         candidate = offline_dir / f.relpath
