@@ -44,9 +44,24 @@ def test_seeding_makes_runs_repeatable():
 def test_setup_record_has_what_a_reader_needs():
     env = arnb.setup(seed=1, profile="smoke", verbose=False)
     rec = env.record()
-    for key in ("profile", "device", "torch", "python", "wall_time_s"):
+    for key in ("profile", "device", "torch", "python", "wall_time_s", "date_utc", "autocast"):
         assert key in rec
     assert rec["profile"] == "smoke" and rec["seed"] == 1
+    assert rec["arnb"] == arnb.__version__ and rec["autocast"] == "none"
+    # the tests run from a checkout: the record names its commit (40 hex digits)
+    assert rec["git_commit"] is None or len(rec["git_commit"]) == 40
+    assert isinstance(rec["git_dirty"], (bool, type(None)))
+
+
+def test_setup_record_lists_the_data_files_read():
+    from arnb.data import load_shakespeare
+    from arnb.data.files import FILES_READ
+
+    load_shakespeare()
+    rec = arnb.setup(seed=0, profile="smoke", verbose=False).record()
+    assert rec["data_sha256"] == dict(sorted(FILES_READ.items()))
+    assert any(path.endswith("input.txt") for path in rec["data_sha256"])
+    assert all(len(h) == 64 for h in rec["data_sha256"].values())
 
 
 def test_conversions_against_hand_computed_values():
