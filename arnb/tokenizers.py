@@ -1,14 +1,42 @@
 """Tokenizers: text <-> integer ids.
 
 :class:`CharTokenizer` maps each distinct character of a training text to an id (chapters 2
-and 6). :class:`BPETokenizer` is byte-level byte-pair encoding (chapter 6): trained from scratch
-with GPT-2's pre-split, or loaded from GPT-2's published ``vocab.bpe`` and ``encoder.json`` to
-give exactly GPT-2's ids.
+and 6). :class:`BPETokenizer` is byte-level byte-pair encoding (chapter 6), in three parts:
+
+- training, :func:`learn_merges` (behind :meth:`BPETokenizer.train`): learn merges from a text;
+- GPT-2's files, :func:`read_gpt2_files` (behind :meth:`BPETokenizer.from_gpt2`): GPT-2's
+  published merges and ids, which give exactly GPT-2's (and tiktoken's) ids;
+- encoding and decoding, :class:`BPETokenizer` itself.
+
+Training and encoding share one merge step, :func:`merge`. Every ``encode`` returns a ``(n,)``
+long tensor of ids, and every ``decode`` takes a tensor or a sequence of ints.
 """
 
 from __future__ import annotations
 
+import json
+import operator
+from collections import Counter
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+import regex
 import torch
+
+
+def _id_list(ids) -> list[int]:
+    """A 1-D tensor or a sequence of integers -> a list of Python ints (clear errors otherwise)."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+            raise TypeError(f"ids must be integers, got a tensor of {ids.dtype}")
+        if ids.dim() != 1:
+            raise ValueError(f"ids must be 1-D, got shape {tuple(ids.shape)}")
+        return ids.tolist()
+    try:
+        return [operator.index(i) for i in ids]
+    except TypeError:
+        raise TypeError("ids must be a 1-D tensor or a sequence of integers") from None
 
 
 class CharTokenizer:
@@ -35,8 +63,8 @@ class CharTokenizer:
             ) from None
 
     def decode(self, ids) -> str:
-        """ids (a tensor or a sequence of ints) -> str."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
+        """ids (a 1-D tensor or a sequence of ints) -> str."""
+        ids = _id_list(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"ids outside [0, {self.vocab_size - 1}]: {bad[:10]}")
@@ -54,54 +82,42 @@ class CharTokenizer:
 # "dog!" share the token " dog" instead of spending vocabulary on every punctuation variant.
 # ================================================================================================
 
-# GPT-2's pre-split pattern, as published (it needs the third-party `regex` module for \p{..}).
+# GPT-2's pre-split pattern, as published. \p{L} (letters) and \p{N} (numbers) need the `regex`
+# module, which GPT-2's own encoder used too.
 GPT2_SPLIT_PATTERN_REGEX = (
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 )
-
-# Unicode White_Space, which is what `regex` (and tiktoken's Rust engine) mean by \s. Python's
-# `re` \s differs: it also matches the four separators \x1c-\x1f (str.isspace is true for them).
-_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_GPT2_SPLIT = regex.compile(GPT2_SPLIT_PATTERN_REGEX)
 
 
-def _category_class(prefix: str) -> str:
-    """A `re` character-class body of every code point whose general category starts with
-    ``prefix`` ("L": letters, "N": numbers), as ranges of ``\\UXXXXXXXX`` escapes."""
-    import unicodedata
+def gpt2_split_regex() -> regex.Pattern:
+    """GPT-2's pre-split pattern, compiled once with the `regex` module.
 
-    ranges, start, prev = [], None, None
-    for cp in range(0x110000):
-        if unicodedata.category(chr(cp)).startswith(prefix):
-            if start is None:
-                start = cp
-            prev = cp
-        elif start is not None:
-            ranges.append((start, prev))
-            start = None
-    if start is not None:
-        ranges.append((start, prev))
-    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
-
-
-_SPLIT_CACHE: dict[str, object] = {}
-
-
-def gpt2_split_regex():
-    """GPT-2's pre-split pattern compiled with Python's standard `re`.
-
-    `re` has no ``\\p{L}`` / ``\\p{N}``, so the letter and number classes are spelled out from
-    :mod:`unicodedata` (general categories L* and N*), and ``\\s`` is spelled out as Unicode
-    White_Space. The result splits exactly like GPT-2's pattern under `regex`, except for
-    characters assigned in a Unicode version newer than Python's own ``unicodedata`` (14.0 in
-    Python 3.11), which `re` sees as unassigned. Built once (about a second), then cached.
+    `regex` carries its own Unicode tables, newer than Python's ``unicodedata`` (14.0 in Python
+    3.11), so letters added in Unicode 15 and 16 (such as U+1C89) are letters here, as they are
+    for GPT-2's encoder and tiktoken. For letters that are newer still (Unicode 17), `regex`
+    may know them before tiktoken's tables do, and the two then split them differently.
     """
-    if "gpt2" not in _SPLIT_CACHE:
-        import re
+    return _GPT2_SPLIT
 
-        L, N, S = _category_class("L"), _category_class("N"), _WHITESPACE
-        pattern = rf"""'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+"""
-        _SPLIT_CACHE["gpt2"] = re.compile(pattern)
-    return _SPLIT_CACHE["gpt2"]
+
+def merge(word: list[int], pair: tuple[int, int], new: int) -> list[int]:
+    """``word`` with every occurrence of ``pair``, scanned left to right without overlaps,
+    replaced by ``new``: ``merge([4, 4, 4], (4, 4), 8) == [8, 4]``.
+
+    The one merge step of BPE: training applies it to every chunk holding the new pair,
+    encoding applies it with the lowest-ranked pair of a chunk until no pair has a rank.
+    """
+    a, b = pair
+    out, i, n = [], 0, len(word)
+    while i < n:
+        if word[i] == a and i + 1 < n and word[i + 1] == b:
+            out.append(new)
+            i += 2  # the pair is used up: its second symbol cannot start another one
+        else:
+            out.append(word[i])
+            i += 1
+    return out
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -111,11 +127,11 @@ def bytes_to_unicode() -> dict[int, str]:
     stand-in: printable Latin-1 bytes stand for themselves, the other 68 (control bytes, space,
     ...) are shifted to code points 256 and up. That is why GPT-2 tokens show a space as ``Ġ``.
     """
-    keep = [
+    keep = {
         *range(ord("!"), ord("~") + 1),
         *range(ord("¡"), ord("¬") + 1),
         *range(ord("®"), ord("ÿ") + 1),
-    ]
+    }
     mapping, shift = {}, 0
     for b in range(256):
         if b in keep:
@@ -126,17 +142,108 @@ def bytes_to_unicode() -> dict[int, str]:
     return mapping
 
 
-def _merge(word: list[int], pair: tuple[int, int], new: int) -> list[int]:
-    """Replace every non-overlapping occurrence of ``pair`` in ``word``, left to right, by ``new``."""
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == pair[0] and word[i + 1] == pair[1]:
-            out.append(new)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return out
+# ----------------------------------------------------------------------------- part 1: training
+def learn_merges(
+    chunks: dict[bytes, int], num_merges: int, progress: bool = False
+) -> list[tuple[int, int]]:
+    """Learn up to ``num_merges`` merges from chunk counts (``{chunk bytes: occurrences}``).
+
+    Symbols are ids: bytes are 0..255 and merge ``r`` makes id ``256 + r`` from the returned
+    pair ``r``. Each step merges the most frequent adjacent pair within the chunks, counting a
+    chunk as often as it occurs; ties go to the pair with the smallest ids, which makes the
+    result deterministic. Stops early when every chunk is a single symbol.
+    """
+    words = [list(chunk) for chunk in chunks]
+    freqs = list(chunks.values())
+    pair_counts: Counter[tuple[int, int]] = Counter()
+    where: dict[tuple[int, int], set[int]] = {}  # pair -> chunks that (may) contain it
+    for w, (word, f) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            pair_counts[pair] += f
+            where.setdefault(pair, set()).add(w)
+    merges: list[tuple[int, int]] = []
+    steps = range(num_merges)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="BPE merges", leave=False)
+    for _ in steps:
+        if not pair_counts:
+            break  # every chunk is a single token: nothing left to merge
+        pair = min(pair_counts, key=lambda p: (-pair_counts[p], p))
+        new = 256 + len(merges)
+        merges.append(pair)
+        # Only the chunks that contain the pair change: take their old pairs out, new ones in.
+        for w in where.pop(pair, ()):
+            word, f = words[w], freqs[w]
+            merged = merge(word, pair, new)
+            if len(merged) == len(word):
+                continue
+            for p in zip(word, word[1:]):
+                pair_counts[p] -= f
+                if pair_counts[p] == 0:
+                    del pair_counts[p]
+            for p in zip(merged, merged[1:]):
+                pair_counts[p] += f
+                where.setdefault(p, set()).add(w)
+            words[w] = merged
+        pair_counts.pop(pair, None)
+    return merges
+
+
+# ------------------------------------------------------------------------ part 2: GPT-2's files
+def read_gpt2_files(
+    vocab_bpe, encoder_json
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], dict[str, int]]:
+    """GPT-2's ``vocab.bpe`` (merges in rank order) and ``encoder.json`` (token -> id) as
+    ``(vocab {id: bytes}, merges [(bytes, bytes)], special tokens {text: id})``.
+
+    Both files spell each byte with its :func:`bytes_to_unicode` stand-in; this undoes that.
+    """
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+
+    def to_bytes(token: str) -> bytes:
+        try:
+            return bytes(byte_of[c] for c in token)
+        except KeyError as err:
+            raise ValueError(f"{token!r} is not in GPT-2's byte alphabet") from err
+
+    encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
+    lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
+    if not lines[0].startswith("#version"):
+        raise ValueError(f"{vocab_bpe} does not look like a GPT-2 vocab.bpe file")
+    merges = []
+    for line in lines[1:]:
+        if line.strip():
+            a, b = line.split(" ")
+            merges.append((to_bytes(a), to_bytes(b)))
+    if "<|endoftext|>" not in encoder:
+        raise ValueError(f"{encoder_json} has no <|endoftext|> entry: not GPT-2's encoder.json")
+    special = {"<|endoftext|>": encoder.pop("<|endoftext|>")}
+    vocab = {i: to_bytes(token) for token, i in encoder.items()}
+    return vocab, merges, special
+
+
+def gpt2_tiktoken():
+    """OpenAI's tiktoken ``gpt2`` encoding built offline from the same local files, the
+    reference that tests and ``tools/bench_tokenizer.py`` compare :class:`BPETokenizer` with
+    (``tiktoken.get_encoding("gpt2")`` would download them). Needs the ``tiktoken`` package."""
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from .data import gpt2_bpe_files
+
+    vocab_bpe, encoder_json = gpt2_bpe_files()
+    return tiktoken.Encoding(
+        "gpt2-offline",
+        pat_str=GPT2_SPLIT_PATTERN_REGEX,
+        mergeable_ranks=data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json)),
+        special_tokens={"<|endoftext|>": 50256},
+    )
+
+
+# ----------------------------------------------------------------------------- part 3: encoding
+_CACHE_LIMIT = 1 << 17  # chunks whose ids are remembered (a book has about 15,000 distinct ones)
 
 
 class BPETokenizer:
@@ -167,7 +274,6 @@ class BPETokenizer:
                 f"a byte-level vocabulary needs all 256 single bytes; missing {missing[:5]}"
             )
         self.merges = list(merges)
-        self.ranks = {pair: r for r, pair in enumerate(self.merges)}
         for a, b in self.merges:
             if a + b not in self.encoder:
                 raise ValueError(f"merge {a!r} + {b!r} makes a token that is not in the vocabulary")
@@ -179,13 +285,21 @@ class BPETokenizer:
         if split not in (None, "gpt2"):
             raise ValueError(f"split must be 'gpt2' or None, got {split!r}")
         self.split = split
-        self._cache: dict[bytes, list[int]] = {}
+        self._vocab_size = max([*self.vocab, *self.special_ids]) + 1
 
-    # ------------------------------------------------------------------------------ sizes
+        # Encoding works on ids: a chunk starts as the ids of its bytes, and merge r turns the
+        # id pair pairs[r] into id merged[r].
+        e = self.encoder
+        self._byte_ids = [e[bytes([b])] for b in range(256)]
+        self._ranks = {(e[a], e[b]): r for r, (a, b) in enumerate(self.merges)}
+        self._merged = [e[a + b] for a, b in self.merges]
+        self._token_bytes = {**self.vocab, **{i: s.encode() for i, s in self.special_ids.items()}}
+        self._cache: dict[str, list[int]] = {}
+
     @property
     def vocab_size(self) -> int:
         """Number of ids: ordinary tokens plus special tokens (ids run from 0 to vocab_size - 1)."""
-        return max([*self.vocab, *self.special_ids]) + 1
+        return self._vocab_size
 
     def __repr__(self) -> str:
         return (
@@ -193,14 +307,7 @@ class BPETokenizer:
             f"special_tokens={list(self.special_tokens)})"
         )
 
-    # ------------------------------------------------------------------------------ pre-split
-    def pre_split(self, text: str) -> list[str]:
-        """Cut text into the chunks that merges never cross (the whole text if ``split=None``)."""
-        if self.split is None:
-            return [text] if text else []
-        return gpt2_split_regex().findall(text)
-
-    # ------------------------------------------------------------------------------ training
+    # ------------------------------------------------------------------------------ builders
     @classmethod
     def train(
         cls,
@@ -210,12 +317,10 @@ class BPETokenizer:
         split: str | None = "gpt2",
         progress: bool = False,
     ) -> BPETokenizer:
-        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text``.
-
-        Each step merges the most frequent adjacent pair of tokens within the chunks; ties go to
-        the pair with the smallest ids (bytes 0..255 first, then earlier merges), which makes the
-        result deterministic. Special tokens get the last ids.
-        """
+        """Learn ``vocab_size - 256 - len(special_tokens)`` merges from ``text`` (str, or bytes
+        read as in :meth:`encode_ordinary`) with :func:`learn_merges`, fewer if the chunks run
+        out of pairs. Special tokens get the last ids."""
+        text = _as_text(text)
         if not text:
             raise ValueError("cannot train BPE on empty text")
         num_merges = vocab_size - 256 - len(special_tokens)
@@ -223,140 +328,66 @@ class BPETokenizer:
             raise ValueError(
                 f"vocab_size={vocab_size} is below 256 bytes + {len(special_tokens)} special tokens"
             )
-        probe = cls({i: bytes([i]) for i in range(256)}, [], split=split)
-        counts: dict[bytes, int] = {}
-        for chunk in probe.pre_split(text):
-            key = chunk.encode("utf-8", "surrogatepass")
-            counts[key] = counts.get(key, 0) + 1
-        words = [list(w) for w in counts]  # each chunk as a list of byte ids
-        freqs = list(counts.values())
-        pair_counts: dict[tuple[int, int], int] = {}
-        where: dict[tuple[int, int], set[int]] = {}  # pair -> chunks that (may) contain it
-        for w, (word, f) in enumerate(zip(words, freqs)):
-            for pair in zip(word, word[1:]):
-                pair_counts[pair] = pair_counts.get(pair, 0) + f
-                where.setdefault(pair, set()).add(w)
+        chunks = Counter(c.encode("utf-8", "surrogateescape") for c in _splitter(split)(text))
         vocab = {i: bytes([i]) for i in range(256)}
         merges = []
-        steps = range(num_merges)
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc="BPE merges", leave=False)
-        for _ in steps:
-            if not pair_counts:
-                break  # every chunk is a single token: nothing left to merge
-            pair = min(pair_counts, key=lambda p: (-pair_counts[p], p))
-            new = len(vocab)
-            vocab[new] = vocab[pair[0]] + vocab[pair[1]]
-            merges.append((vocab[pair[0]], vocab[pair[1]]))
-            # Only the chunks that contain the pair change: take their old pairs out, new ones in.
-            for w in where.pop(pair, ()):
-                word, f = words[w], freqs[w]
-                merged = _merge(word, pair, new)
-                if len(merged) == len(word):
-                    continue
-                for p in zip(word, word[1:]):
-                    pair_counts[p] -= f
-                    if pair_counts[p] == 0:
-                        del pair_counts[p]
-                for p in zip(merged, merged[1:]):
-                    pair_counts[p] = pair_counts.get(p, 0) + f
-                    where.setdefault(p, set()).add(w)
-                words[w] = merged
-            pair_counts.pop(pair, None)
+        for a, b in learn_merges(chunks, num_merges, progress):
+            vocab[len(vocab)] = vocab[a] + vocab[b]
+            merges.append((vocab[a], vocab[b]))
         specials = {s: len(vocab) + k for k, s in enumerate(special_tokens)}
         return cls(vocab, merges, specials, split=split)
 
-    # ------------------------------------------------------------------------------ GPT-2's files
     @classmethod
     def from_gpt2(cls, vocab_bpe=None, encoder_json=None) -> BPETokenizer:
-        """GPT-2's tokenizer from its published ``vocab.bpe`` (merges) and ``encoder.json`` (ids).
+        """GPT-2's tokenizer from its published ``vocab.bpe`` and ``encoder.json``.
 
         Without paths, the verified files of :func:`arnb.data.gpt2_bpe_files` are used. The result
         encodes any text to exactly the ids of GPT-2's tokenizer: 256 byte tokens, 50,000 merges
         and the special token ``<|endoftext|>`` = 50256, 50,257 ids in all.
         """
-        import json
-        from pathlib import Path
-
         if vocab_bpe is None or encoder_json is None:
             from .data import gpt2_bpe_files
 
             vocab_bpe, encoder_json = gpt2_bpe_files()
-        byte_of = {c: b for b, c in bytes_to_unicode().items()}
-
-        def to_bytes(token: str) -> bytes:
-            try:
-                return bytes(byte_of[c] for c in token)
-            except KeyError as err:
-                raise ValueError(f"{token!r} is not in GPT-2's byte alphabet") from err
-
-        encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
-        if not lines or not lines[0].startswith("#version"):
-            raise ValueError(f"{vocab_bpe} does not look like a GPT-2 vocab.bpe file")
-        merges = []
-        for line in lines[1:]:
-            if line.strip():
-                a, b = line.split(" ")
-                merges.append((to_bytes(a), to_bytes(b)))
-        special = {"<|endoftext|>": encoder.pop("<|endoftext|>")}
-        vocab = {i: to_bytes(tok) for tok, i in encoder.items()}
-        return cls(vocab, merges, special, split="gpt2")
+        return cls(*read_gpt2_files(vocab_bpe, encoder_json), split="gpt2")
 
     # ------------------------------------------------------------------------------ encoding
-    def _encode_chunk(self, chunk: bytes) -> list[int]:
-        """BPE on one chunk: start from single bytes, apply the lowest-ranked merge until none applies."""
-        cached = self._cache.get(chunk)
-        if cached is not None:
-            return cached
-        parts = [bytes([b]) for b in chunk]
-        while len(parts) > 1:
-            ranked = [(self.ranks.get(pair, -1), k) for k, pair in enumerate(zip(parts, parts[1:]))]
-            ranked = [(r, k) for r, k in ranked if r >= 0]
-            if not ranked:
+    def pre_split(self, text: str) -> list[str]:
+        """Cut text into the chunks that merges never cross (the whole text if ``split=None``)."""
+        return _splitter(self.split)(text)
+
+    def _word_ids(self, word: str) -> list[int]:
+        """Ids of one chunk: its byte ids, merged lowest rank first until no pair is a merge."""
+        ids = self._cache.get(word)
+        if ids is not None:
+            return ids
+        ids = [self._byte_ids[b] for b in word.encode("utf-8", "surrogateescape")]
+        ranks = self._ranks
+        while len(ids) > 1:
+            candidates = [pair for pair in zip(ids, ids[1:]) if pair in ranks]
+            if not candidates:
                 break
-            best = min(ranked)[0]
-            a, b = self.merges[best]
-            out, k = [], 0
-            while k < len(parts):  # merge every occurrence of this pair, left to right
-                if k + 1 < len(parts) and parts[k] == a and parts[k + 1] == b:
-                    out.append(a + b)
-                    k += 2
-                else:
-                    out.append(parts[k])
-                    k += 1
-            parts = out
-        ids = [self.encoder[p] for p in parts]
-        if len(self._cache) < 100_000:
-            self._cache[chunk] = ids
+            pair = min(candidates, key=ranks.__getitem__)
+            ids = merge(ids, pair, self._merged[ranks[pair]])
+        if len(self._cache) < _CACHE_LIMIT:
+            self._cache[word] = ids
         return ids
 
-    def _encode_ordinary(self, text: str, errors: str) -> list[int]:
-        ids: list[int] = []
-        for chunk in self.pre_split(text):
-            ids.extend(self._encode_chunk(chunk.encode("utf-8", errors)))
-        return ids
+    def _encode_text(self, text: str) -> np.ndarray:
+        """Ids of text with no special tokens (already checked to have UTF-8 bytes)."""
+        words = self.pre_split(text)
+        # A long text repeats its words: run BPE once per distinct chunk, then look ids up.
+        ids_of = {word: self._word_ids(word) for word in set(words)}
+        return np.fromiter(chain.from_iterable(map(ids_of.__getitem__, words)), np.int64)
 
-    def encode_ordinary(self, text: str | bytes) -> list[int]:
-        """Token ids of ``text``, treating special-token strings as ordinary text.
+    def encode_ordinary(self, text: str | bytes) -> torch.Tensor:
+        """``text -> (n,)`` long ids, treating special-token strings as ordinary text.
 
         ``bytes`` are accepted too, valid UTF-8 or not: they are read with ``surrogateescape``
         (each undecodable byte becomes a stand-in character) and written back byte for byte, so
         ``decode_bytes(encode_ordinary(b)) == b`` for every byte string.
         """
-        if isinstance(text, bytes):
-            return self._encode_ordinary(text.decode("utf-8", "surrogateescape"), "surrogateescape")
-        if not isinstance(text, str):
-            raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
-        try:
-            return self._encode_ordinary(text, "strict")
-        except UnicodeEncodeError as err:
-            raise ValueError(
-                f"text holds a lone surrogate {text[err.start]!r} at position {err.start}, which "
-                "is not a character and has no UTF-8 bytes; pass the raw bytes instead"
-            ) from None
+        return torch.from_numpy(self._encode_text(_as_text(text)))
 
     def encode(
         self, text: str | bytes, allowed_special: str | set[str] | frozenset = frozenset()
@@ -372,10 +403,8 @@ class BPETokenizer:
                 raise ValueError(
                     f"unknown special tokens {sorted(unknown)}; have {list(self.special_tokens)}"
                 )
-        as_text = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
-        if not isinstance(as_text, str):
-            raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
-        disallowed = [s for s in self.special_tokens if s not in allowed and s in as_text]
+        text = _as_text(text)
+        disallowed = [s for s in self.special_tokens if s not in allowed and s in text]
         if disallowed:
             raise ValueError(
                 f"text contains the special token {disallowed[0]!r}; pass allowed_special="
@@ -383,33 +412,23 @@ class BPETokenizer:
                 "encode it as plain text"
             )
         if not allowed:
-            return torch.tensor(self.encode_ordinary(text), dtype=torch.long)
-        import re
-
-        pattern = "(" + "|".join(re.escape(s) for s in sorted(allowed, key=len, reverse=True)) + ")"
-        ids: list[int] = []
-        for k, piece in enumerate(re.split(pattern, as_text)):
-            if k % 2:  # the separators re.split keeps are the special tokens
-                ids.append(self.special_tokens[piece])
-            elif piece:
-                raw = piece.encode("utf-8", "surrogateescape") if isinstance(text, bytes) else piece
-                ids.extend(self.encode_ordinary(raw))
-        return torch.tensor(ids, dtype=torch.long)
+            return torch.from_numpy(self._encode_text(text))
+        longest_first = sorted(allowed, key=len, reverse=True)
+        pieces = regex.split("(" + "|".join(map(regex.escape, longest_first)) + ")", text)
+        parts = [
+            np.array([self.special_tokens[piece]]) if k % 2 else self._encode_text(piece)
+            for k, piece in enumerate(pieces)  # split keeps the separators at odd places
+        ]
+        return torch.from_numpy(np.concatenate(parts).astype(np.int64))
 
     # ------------------------------------------------------------------------------ decoding
-    def _ids(self, ids) -> list[int]:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        bad = [i for i in ids if i not in self.vocab and i not in self.special_ids]
-        if bad:
-            raise ValueError(f"ids outside the vocabulary of {self.vocab_size}: {bad[:10]}")
-        return ids
-
     def token_bytes(self, ids) -> list[bytes]:
         """The byte string of each id (a special token as its UTF-8 text)."""
-        return [
-            self.vocab[i] if i in self.vocab else self.special_ids[i].encode("utf-8")
-            for i in self._ids(ids)
-        ]
+        ids = _id_list(ids)
+        bad = [i for i in ids if i not in self._token_bytes]
+        if bad:
+            raise ValueError(f"ids outside the vocabulary of {self.vocab_size}: {bad[:10]}")
+        return [self._token_bytes[i] for i in ids]
 
     def decode_bytes(self, ids) -> bytes:
         """ids -> the exact bytes they stand for."""
@@ -419,3 +438,26 @@ class BPETokenizer:
         """ids -> text. A cut through a multi-byte character (a token boundary inside an emoji,
         say) is only invalid UTF-8 on its own; bytes that stay invalid become U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors)
+
+
+def _splitter(split: str | None):
+    """The pre-split function: GPT-2's pattern, or the whole text as one chunk."""
+    if split == "gpt2":
+        return _GPT2_SPLIT.findall
+    return lambda text: [text] if text else []
+
+
+def _as_text(text: str | bytes) -> str:
+    """str as it is (after checking it has UTF-8 bytes); bytes read with ``surrogateescape``."""
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "surrogateescape")
+    if not isinstance(text, str):
+        raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"text holds a lone surrogate {text[err.start]!r} at position {err.start}, which "
+            "is not a character and has no UTF-8 bytes; pass the raw bytes instead"
+        ) from None
+    return text

@@ -1,16 +1,21 @@
 """Chapter 6: character and byte-level BPE tokenizers; GPT-2's files give tiktoken's ids."""
 
 import random
+import unicodedata
 
 import pytest
+import torch
 
-from arnb.data import gpt2_bpe_files
+from arnb.data import gpt2_bpe_files, load_shakespeare
+from arnb.exercises.ch06 import check_bpe_merge
 from arnb.tokenizers import (
-    GPT2_SPLIT_PATTERN_REGEX,
     BPETokenizer,
     CharTokenizer,
     bytes_to_unicode,
     gpt2_split_regex,
+    gpt2_tiktoken,
+    merge,
+    read_gpt2_files,
 )
 
 VARIED = [
@@ -39,17 +44,8 @@ def gpt2():
 @pytest.fixture(scope="module")
 def tiktoken_gpt2():
     """tiktoken's gpt2 encoding, built offline from the same verified local files."""
-    tiktoken = pytest.importorskip("tiktoken")
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-    vocab_bpe, encoder_json = gpt2_bpe_files()
-    ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json))
-    return tiktoken.Encoding(
-        "gpt2-offline",
-        pat_str=GPT2_SPLIT_PATTERN_REGEX,
-        mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": 50256},
-    )
+    pytest.importorskip("tiktoken")
+    return gpt2_tiktoken()
 
 
 @pytest.fixture(scope="module")
@@ -93,19 +89,47 @@ def test_char_tokenizer_round_trip_and_unknown_characters():
 # --------------------------------------------------------------------------- pre-split
 
 
-def test_stdlib_re_split_matches_gpt2_regex_pattern():
-    regex = pytest.importorskip("regex")
+# Letters and digits that Unicode 15.0, 15.1 and 16.0 added: Python 3.11's `unicodedata`
+# (Unicode 14) calls them unassigned, GPT-2's pattern under `regex` (and tiktoken) letters.
+NEW_LETTERS = {
+    0x1C89: "16.0 Cyrillic capital letter tje",
+    0x1C8A: "16.0 Cyrillic small letter tje",
+    0x11F04: "15.0 Kawi letter a",
+    0x11F50: "15.0 Kawi digit zero",
+    0x1E4D0: "15.0 Nag Mundari letter o",
+    0x1E030: "15.0 modifier letter Cyrillic small a",
+    0x31350: "15.0 CJK extension H",
+    0x2EBF0: "15.1 CJK extension I",
+    0x10D40: "16.0 Garay digit zero",
+    0x10D50: "16.0 Garay capital letter",
+    0x105C0: "16.0 Todhri letter a",
+    0x11380: "16.0 Tulu-Tigalari letter a",
+    0x16D43: "16.0 Kirat Rai letter",
+    0x1E5D0: "16.0 Ol Onal letter",
+    0x11BC0: "16.0 Sunuwar letter",
+    0x16100: "16.0 Gurung Khema letter a",
+    0x1CCF0: "16.0 outlined digit zero",
+    0x13460: "16.0 Egyptian hieroglyph (extended A)",
+}
+
+
+def test_pre_split_knows_letters_newer_than_unicodedata():
     pat = gpt2_split_regex()
-    rng = random.Random(0)
-    corpus = VARIED + [random_unicode(rng, 80) for _ in range(30)]
-    for text in corpus:
-        assert pat.findall(text) == regex.findall(GPT2_SPLIT_PATTERN_REGEX, text), text
+    assert pat.findall("\u1c89's") == ["\u1c89", "'s"]  # a letter, then the contraction
+    assert pat.findall(" \U00011f50\U00011f50!") == [" \U00011f50\U00011f50", "!"]  # digits
 
 
 def test_pre_split_is_lossless():
     pat = gpt2_split_regex()
     for text in VARIED:
         assert "".join(pat.findall(text)) == text
+
+
+def test_merge_is_left_to_right_without_overlaps():
+    assert merge([4, 4, 4], (4, 4), 8) == [8, 4]
+    assert merge([1, 2, 1, 2, 5], (1, 2), 7) == [7, 7, 5]
+    assert merge([], (1, 2), 7) == []
+    assert check_bpe_merge(merge)  # the chapter's exercise accepts the library's merge
 
 
 # --------------------------------------------------------------------------- training
@@ -131,6 +155,22 @@ def test_training_counts_are_frequency_weighted_and_stop_when_nothing_is_left():
         tok.encoder[b" ab"],
         tok.encoder[b" cd"],
     ]
+
+
+def test_encoding_replays_the_training_merges_in_order(trained):
+    """Encoding (lowest rank first, per chunk) equals applying merge 0, 1, 2, ... in turn to
+    every chunk, which is what training did to its text."""
+    text = " ".join(VARIED[:4]) * 3
+    want = []
+    for chunk in trained.pre_split(text):
+        ids = list(chunk.encode("utf-8"))  # a trained vocabulary gives byte b the id b
+        for rank, (a, b) in enumerate(trained.merges):
+            pair = (trained.encoder[a], trained.encoder[b])
+            ids = merge(ids, pair, trained.encoder[a + b])
+            assert trained.encoder[a + b] == 256 + rank
+        want += ids
+    assert trained.encode(text).tolist() == want
+    assert len(want) < len(text.encode("utf-8")) * 0.75  # the merges did compress
 
 
 def test_merges_never_cross_pre_split_boundaries(trained):
@@ -187,6 +227,16 @@ def _invalid_utf8(b: bytes) -> bool:
         return True
 
 
+def test_encode_and_encode_ordinary_return_long_tensors(trained, gpt2):
+    for tok in (trained, gpt2):
+        for out in (tok.encode("a b"), tok.encode_ordinary("a b"), tok.encode(b"a b")):
+            assert isinstance(out, torch.Tensor) and out.dtype == torch.long and out.dim() == 1
+        assert torch.equal(tok.encode("a b"), tok.encode_ordinary("a b"))
+        assert tok.encode("").shape == tok.encode_ordinary(b"").shape == (0,)
+        assert tok.encode("", allowed_special="all").shape == (0,)
+        assert tok.decode(tok.encode("a b").to(torch.int32)) == "a b"  # any integer dtype
+
+
 def test_bad_input_errors(trained):
     with pytest.raises(ValueError, match="empty text"):
         BPETokenizer.train("", 300)
@@ -198,7 +248,29 @@ def test_bad_input_errors(trained):
         trained.decode([10**6])
     with pytest.raises(TypeError, match="str or bytes"):
         trained.encode_ordinary(123)
+    with pytest.raises(TypeError, match="str or bytes"):
+        BPETokenizer.train(["abc"], 300)
+    with pytest.raises(TypeError, match="integers"):
+        trained.decode(torch.tensor([1.0, 2.0]))
+    with pytest.raises(TypeError, match="integers"):
+        trained.decode([1, 2.5])
+    with pytest.raises(ValueError, match="1-D"):
+        trained.decode(torch.tensor([[1, 2]]))
+    with pytest.raises(TypeError, match="integers"):
+        CharTokenizer("ab").decode(["a"])
     assert trained.encode("").tolist() == []
+
+
+def test_gpt2_files_are_checked(tmp_path):
+    vocab_bpe, encoder_json = gpt2_bpe_files()
+    not_bpe = tmp_path / "vocab.bpe"
+    not_bpe.write_text("a b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="vocab.bpe"):
+        read_gpt2_files(not_bpe, encoder_json)
+    no_eot = tmp_path / "encoder.json"
+    no_eot.write_text('{"a": 0}', encoding="utf-8")
+    with pytest.raises(ValueError, match="endoftext"):
+        read_gpt2_files(vocab_bpe, no_eot)
 
 
 # --------------------------------------------------------------------------- GPT-2's files
@@ -213,13 +285,12 @@ def test_gpt2_vocabulary_size(gpt2):
 
 def test_gpt2_ids_equal_tiktoken(gpt2, tiktoken_gpt2):
     rng = random.Random(3)
-    from arnb.data import load_shakespeare
-
     shakespeare = load_shakespeare()
     corpus = VARIED + [random_unicode(rng, 120) for _ in range(20)]
     corpus += [shakespeare[i : i + 2000] for i in (0, 500_000, 1_100_000)]
+    corpus.append(shakespeare[200_000:260_000])  # a long stretch: 60,000 characters
     for text in corpus:
-        assert gpt2.encode_ordinary(text) == tiktoken_gpt2.encode_ordinary(text), text
+        assert gpt2.encode_ordinary(text).tolist() == tiktoken_gpt2.encode_ordinary(text), text
         assert gpt2.decode(gpt2.encode_ordinary(text)) == text
     special = "Story one.<|endoftext|>Story two, with <|endoftext|> twice."
     assert gpt2.encode(special, allowed_special="all").tolist() == tiktoken_gpt2.encode(
@@ -229,6 +300,22 @@ def test_gpt2_ids_equal_tiktoken(gpt2, tiktoken_gpt2):
         tiktoken_gpt2.encode(special)  # both refuse a special token that was not allowed
     with pytest.raises(ValueError, match="special token"):
         gpt2.encode(special)
+
+
+@pytest.mark.parametrize("cp", sorted(NEW_LETTERS), ids=[f"U+{c:04X}" for c in sorted(NEW_LETTERS)])
+def test_gpt2_ids_equal_tiktoken_on_unicode_15_and_16_letters(gpt2, tiktoken_gpt2, cp):
+    c = chr(cp)
+    for text in [f"{c}'s", f"x {c}{c}'s 7{c} {c}!", f"Hello {c}world, it's{c}{c} 42"]:
+        assert gpt2.encode_ordinary(text).tolist() == tiktoken_gpt2.encode_ordinary(text), text
+        assert gpt2.decode(gpt2.encode_ordinary(text)) == text
+    if unicodedata.unidata_version.startswith("14."):  # Python 3.11: the case the fix is for
+        assert unicodedata.category(c) == "Cn", NEW_LETTERS[cp]
+
+
+def test_gpt2_unicode_16_letter_before_a_contraction(gpt2):
+    """U+1C89 is a letter since Unicode 16: "\u1c89's" is the letter, then the token "'s" (338);
+    a pattern built from Python 3.11's unicodedata cut it into ', s instead."""
+    assert gpt2.encode("\u1c89's").tolist() == [157, 110, 231, 338]
 
 
 def test_gpt2_known_ids(gpt2):
