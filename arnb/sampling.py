@@ -8,9 +8,32 @@ the same samples from the same generator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+
+from .validation import check_int, validation_enabled
+
+
+def check_sampling(
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+) -> tuple[float, int | None, float | None]:
+    """The sampling knobs, checked: ``temperature`` finite and > 0, ``top_k`` an int >= 1,
+    ``top_p`` in (0, 1]. Plain Python, no tensor is read, so a sampler checks them once per
+    call (also when it then draws greedily) and the loop pays nothing."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {temperature!r}")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
+    if top_k is not None:
+        top_k = check_int(top_k, "top_k", low=1)
+    if top_p is not None:
+        if isinstance(top_p, bool) or not isinstance(top_p, (int, float)):
+            raise TypeError(f"top_p must be a number, got {top_p!r}")
+        if not 0.0 < top_p <= 1.0:  # also refuses NaN
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    return float(temperature), top_k, None if top_p is None else float(top_p)
 
 
 def filter_logits(
@@ -24,15 +47,24 @@ def filter_logits(
     - temperature divides the logits (< 1 sharpens, > 1 flattens); it must be > 0.
     - top_k keeps the k most probable categories.
     - top_p keeps the smallest set of most probable categories whose mass reaches p.
-    Removed categories get ``-inf``; at least one category always survives.
+    Removed categories get ``-inf``; at least one category of every row survives.
+
+    A row without a finite maximum (all ``-inf``: no category is possible; or NaN or
+    ``+inf``) has no distribution to filter. With validation on (:mod:`arnb.validation`) it is
+    refused with a ValueError rather than turned into NaN probabilities downstream; this costs
+    one device sync, which samplers avoid by checking their inputs once and running their loop
+    with validation off. Results are float32, or float64 for float64 logits.
     """
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    logits = logits.float() / temperature
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    if validation_enabled() and logits.numel():
+        bad = ~torch.isfinite(logits.amax(dim=-1))  # NaN anywhere in a row makes its max NaN
+        if bool(bad.any()):
+            row = tuple(int(i) for i in bad.nonzero()[0])
+            raise ValueError(
+                f"logits row {row} has no finite maximum (all -inf, NaN or +inf): "
+                "no distribution to sample from"
+            )
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -76,34 +108,20 @@ def sample_bernoulli(
 
 def ancestral_sample(
     next_logits: Callable[[torch.Tensor, int], torch.Tensor],
-    n: int,
-    length: int,
-    prompt: torch.Tensor | None = None,
+    x: torch.Tensor,
+    start: int = 0,
+    *,
     generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Sample ``(n, length)`` long sequences one position at a time.
+    """Fill ``x[:, start:]`` of the buffer ``x (n, T)`` long one position at a time; return ``x``.
 
-    ``next_logits(x, i)`` gets the partially filled ``x (n, length)`` (positions ``>= i`` hold
-    zeros and must not be used) and returns the logits ``(n, K)`` of ``p(x_i | x_<i)``.
-    ``prompt (n, C)`` or ``(C,)`` fixes the first C positions; they are returned unchanged.
+    ``x`` and ``start`` come from :meth:`arnb.protocol.ARModule.start_buffer` (the prompt
+    already written into ``x[:, :start]``, kept unchanged). ``next_logits(x, i)`` gets the
+    partially filled buffer (positions ``>= i`` hold zeros and must not be used) and returns the
+    logits ``(n, K)`` of ``p(x_i | x_<i)``.
     """
-    if n < 1 or length < 1:
-        raise ValueError(f"n and length must be >= 1, got n={n}, length={length}")
-    x = torch.zeros(n, length, dtype=torch.long, device=device)
-    start = 0
-    if prompt is not None:
-        prompt = torch.as_tensor(prompt, dtype=torch.long)
-        if prompt.dim() == 1:
-            prompt = prompt.expand(n, -1)
-        if prompt.shape[0] != n or prompt.shape[1] > length:
-            raise ValueError(
-                f"prompt must have shape (n={n}, C<={length}), got {tuple(prompt.shape)}"
-            )
-        start = prompt.shape[1]
-        x[:, :start] = prompt.to(device)
-    steps = range(start, length)
+    steps = range(start, x.shape[1])
     if progress:
         from tqdm.auto import tqdm
 

@@ -18,6 +18,7 @@ from arnb.testing import (
     assert_sampler_matches,
     perturbation_dependency,
 )
+from arnb.validation import validation
 
 
 def ids_of(text: str, alphabet: str = "abc") -> torch.Tensor:
@@ -34,7 +35,7 @@ def test_kneser_ney_hand_worked_bigram():
     p(.|b): c(b.) = 1, gamma = .5     -> a 29/36, b 5/36, c 2/36.
     p(.|c): unseen context -> p1.
     """
-    lm = NGramLM(2, 3, discount=0.5).fit(ids_of("abaab"))
+    lm = NGramLM(2, 3, discount=0.5).fit(ids_of("abaab")).double()  # exact fractions
     got = lm.next_log_probs(torch.tensor([[0], [1], [2]])).exp()
     want = torch.tensor(
         [[10 / 27, 16 / 27, 1 / 27], [29 / 36, 5 / 36, 2 / 36], [11 / 18, 5 / 18, 2 / 18]],
@@ -52,7 +53,7 @@ def test_kneser_ney_hand_worked_bigram():
 
 def test_continuation_counts_not_raw_counts():
     """'b' is frequent but always follows 'a': its lower-order weight must be small."""
-    lm = NGramLM(2, 3, discount=0.5).fit(ids_of("abababababc"))
+    lm = NGramLM(2, 3, discount=0.5).fit(ids_of("abababababc")).double()
     p_unseen_ctx = lm.next_log_probs(torch.tensor([[2]])).exp()[0]  # context 'c' never seen
     # continuation counts: a 1 (ba), b 1 (ab), c 1 (bc) -> equal despite raw counts 5, 5, 1
     torch.testing.assert_close(p_unseen_ctx, torch.full((3,), 1 / 3, dtype=torch.float64))
@@ -106,7 +107,7 @@ def test_kneser_ney_matches_reference_implementation():
         torch.tensor([0.5, 0.3, 0.15, 0.05]), 300, replacement=True, generator=g
     )
     D = np.array([[0.6, 1.1, 1.4], [0.5, 0.9, 1.6], [0.7, 1.2, 1.3]])
-    lm = NGramLM(order, K, discount=tuple(map(tuple, D))).fit(text)
+    lm = NGramLM(order, K, discount=tuple(map(tuple, D))).fit(text).double()
     for ctx in [[0, 1], [3, 3], [2, 0], [1, 3], [0], [3]]:
         want = reference_kn(text.tolist(), order, K, D, ctx)
         got = lm.next_log_probs(torch.tensor([ctx])).exp()[0].numpy()
@@ -129,7 +130,7 @@ def test_estimated_discounts_follow_chen_goodman():
 
 def test_add_k_closed_form():
     text = ids_of("abaab")
-    lm = NGramLM(2, 3, smoothing="add-k", k=0.5).fit(text)
+    lm = NGramLM(2, 3, smoothing="add-k", k=0.5).fit(text).double()
     # c(a.) = 3: ab 2, aa 1 -> (c + .5) / (3 + 1.5)
     got = lm.next_log_probs(torch.tensor([[0]])).exp()[0]
     torch.testing.assert_close(got, torch.tensor([1.5, 2.5, 0.5], dtype=torch.float64) / 4.5)
@@ -151,7 +152,7 @@ def test_next_distribution_sums_to_one_for_any_prefix(smoothing, order):
     g = torch.Generator().manual_seed(order)
     K = 5
     text = torch.randint(0, K - 1, (400,), generator=g)  # symbol 4 never occurs in training
-    lm = NGramLM(order, K, smoothing=smoothing).fit(text)
+    lm = NGramLM(order, K, smoothing=smoothing).fit(text).double()
     for C in [0, 1, 3, 7]:
         ctx = torch.randint(0, K, (32, C), generator=g)
         p = lm.next_log_probs(ctx).exp()
@@ -163,6 +164,7 @@ def test_next_distribution_sums_to_one_for_any_prefix(smoothing, order):
 def test_exact_normalisation_over_all_sequences(smoothing):
     g = torch.Generator().manual_seed(1)
     lm = NGramLM(3, 3, smoothing=smoothing).fit(torch.randint(0, 3, (60,), generator=g))
+    lm.double()  # float64 results: the sum is exact to 1e-9
     assert_normalized(lm.log_prob, all_configurations(5, 3), atol=1e-9)
 
 
@@ -172,7 +174,7 @@ def test_markov_property_dependency_band():
     g = torch.Generator().manual_seed(2)
     # a short text: in a long uniform one every bigram would have the same continuation count
     # (all 27 trigrams occur), and the order-2 level would rightly ignore its context
-    lm = NGramLM(order, K).fit(torch.randint(0, K, (30,), generator=g))
+    lm = NGramLM(order, K).fit(torch.randint(0, K, (30,), generator=g)).double()
 
     def conditionals(x):  # (B, D) -> (B, D, K): p(. | x_<i) for every i
         return torch.stack([lm.next_log_probs(x[:, :i]) for i in range(x.shape[1])], dim=1)
@@ -186,14 +188,35 @@ def test_markov_property_dependency_band():
 def test_token_log_probs_and_sequence_nll_agree_with_next_log_probs():
     g = torch.Generator().manual_seed(4)
     K = 4
-    lm = NGramLM(3, K).fit(torch.randint(0, K, (300,), generator=g))
+    lm = NGramLM(3, K).fit(torch.randint(0, K, (300,), generator=g)).double()
     x = torch.randint(0, K, (50,), generator=g)
     step = torch.stack([lm.next_log_probs(x[:i].unsqueeze(0))[0, x[i]] for i in range(len(x))])
-    torch.testing.assert_close(lm.token_log_probs(x.unsqueeze(0))[0], step)
+    lp, state = lm.token_log_probs(x.unsqueeze(0))
+    torch.testing.assert_close(lp[0], step)
+    assert state.tolist() == [x[-2:].tolist()]  # the last order-1 ids
     assert lm.sequence_nll(x) == pytest.approx(float(-step.mean()))
+    assert lm.sequence_nll(x, chunk=7) == pytest.approx(float(-step.mean()))  # state carried
+    # forward: every conditional at once
+    torch.testing.assert_close(lm(x.unsqueeze(0))[0].gather(-1, x[:, None])[:, 0], step)
     # longer contexts than order-1 are cut to the last order-1 ids
     long_ctx = torch.cat([torch.randint(0, K, (1, 10), generator=g), x[None, :2]], dim=1)
     torch.testing.assert_close(lm.next_log_probs(long_ctx), lm.next_log_probs(x[None, :2]))
+
+
+def test_is_a_module_with_dtype_device_and_per_symbol_nll():
+    lm = NGramLM(2, 3).fit(ids_of("abaabcab"))
+    x = ids_of("abcab").unsqueeze(0).repeat(2, 1)
+    assert isinstance(lm, torch.nn.Module) and lm.device == torch.device("cpu")
+    lp = lm.log_prob(x)
+    assert lp.dtype == torch.float32 and lp.shape == (2,)
+    for dtype in (torch.uint8, torch.int32):  # any integer dtype
+        torch.testing.assert_close(lm.log_prob(x.to(dtype)), lp)
+    assert float(lm.nll(x)) == pytest.approx(-float(lp.sum()) / x.numel())
+    assert lm.log_prob(x[:0]).shape == (0,)
+    assert lm.state_dict() == {}  # counts are not parameters
+    double = lm.double().log_prob(x)
+    assert double.dtype == torch.float64 and lm.dtype == torch.float64
+    torch.testing.assert_close(double.float(), lp)
 
 
 def test_sampler_matches_exact_probabilities_and_keeps_prompt():
@@ -201,14 +224,14 @@ def test_sampler_matches_exact_probabilities_and_keeps_prompt():
     K, T = 3, 3
     lm = NGramLM(2, K).fit(torch.tensor([0, 0, 1, 0, 2, 1, 1, 0, 0, 2, 2, 0]))
     configs = all_configurations(T, K)
-    samples = lm.sample(6000, T, generator=g)
+    samples = lm.sample(6000, generator=g, length=T)
     assert_sampler_matches(samples, lm.log_prob(configs), configs)
     prompt = torch.tensor([2, 1])
-    s = lm.sample(10, 6, prompt=prompt, generator=g)
+    s = lm.sample(10, prompt=prompt, generator=g, length=6)
     assert_prompt_kept(s, prompt)
     # same generator seed -> same samples
-    a = lm.sample(4, 8, generator=torch.Generator().manual_seed(9))
-    b = lm.sample(4, 8, generator=torch.Generator().manual_seed(9))
+    a = lm.sample(4, generator=torch.Generator().manual_seed(9), length=8)
+    b = lm.sample(4, generator=torch.Generator().manual_seed(9), length=8)
     assert torch.equal(a, b)
 
 
@@ -238,17 +261,24 @@ def test_bad_input_raises_clear_errors():
         NGramLM(2, 5, smoothing="witten-bell")
     with pytest.raises(ValueError, match="empty"):
         NGramLM(2, 5).fit(torch.zeros(0, dtype=torch.long))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 4\], found range \[0, 7\]"):
         NGramLM(2, 5).fit(torch.tensor([0, 1, 7]))
-    with pytest.raises(TypeError, match="integer ids"):
+    with validation(False):  # counting ids out of range would be silently wrong: always checked
+        with pytest.raises(ValueError, match="values must lie in"):
+            NGramLM(2, 5).fit(torch.tensor([0, 1, 7]))
+    with pytest.raises(TypeError, match="integer category indices"):
         NGramLM(2, 5).fit(torch.tensor([0.0, 1.0]))
     with pytest.raises(RuntimeError, match="not fitted"):
         NGramLM(2, 5).next_log_probs(torch.zeros(1, 1, dtype=torch.long))
     lm = NGramLM(2, 5).fit(torch.tensor([0, 1, 2, 3]))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match="context values must lie in"):
         lm.next_log_probs(torch.tensor([[5]]))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
-        lm.sample(2, 4, prompt=torch.tensor([9]))
+    with pytest.raises(ValueError, match="prompt values must lie in"):
+        lm.sample(2, prompt=torch.tensor([9]), length=4)
+    with pytest.raises(TypeError, match="length must be an int"):
+        lm.sample(2)
+    with pytest.raises(ValueError, match=r"x must have shape \(batch, any\)"):
+        lm.log_prob(torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="discounts must satisfy"):
         NGramLM(2, 5, discount=1.5).fit(torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="one entry per order"):
@@ -269,5 +299,7 @@ def test_characters_outside_the_vocabulary_are_rejected_before_counting():
 
     tok = CharTokenizer("abc ")
     lm = NGramLM(2, tok.vocab_size).fit(tok.encode("ab ca bc"))
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match="outside the vocabulary"):  # the tokenizer says so
         lm.sequence_nll(tok.encode("abz"))
+    with pytest.raises(ValueError, match=r"ids values must lie in \[0, 3\]"):
+        lm.sequence_nll(torch.tensor([0, 1, 4]))

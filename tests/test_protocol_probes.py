@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from arnb.models import MarkovChain
-from arnb.protocol import ARModel, check_discrete
+from arnb.protocol import ARModel
 from arnb.sampling import ancestral_sample, filter_logits, sample_categorical
 from arnb.testing import (
     all_configurations,
@@ -20,6 +20,7 @@ from arnb.testing import (
     perturbation_dependency,
     sampler_p_value,
 )
+from arnb.validation import as_indices
 
 
 @pytest.fixture
@@ -131,11 +132,36 @@ def test_filter_logits():
             filter_logits(logits, **bad)
 
 
-def test_ancestral_sample_rejects_bad_prompt():
+def test_ancestral_sample_fills_the_buffer_after_the_prompt():
+    x = torch.tensor([[2, 0, 0, 0], [1, 0, 0, 0]])
+    seen = []
+
+    def next_logits(x, i):  # always category i % 3; records what it was shown
+        seen.append((i, x[:, i:].abs().sum().item()))
+        return torch.nn.functional.one_hot(torch.full((2,), i % 3), 3).float() * 50
+
+    out = ancestral_sample(next_logits, x, 1, generator=torch.Generator().manual_seed(0))
+    assert out is x and x.tolist() == [[2, 1, 2, 0], [1, 1, 2, 0]]
+    assert seen == [(1, 0), (2, 0), (3, 0)]  # never shown a position it has not drawn yet
+
+
+def test_sample_rejects_bad_prompts(chain):
+    # issue 11: -1 and 1.7 were accepted (1.7 silently as 1), 7 raised a raw IndexError
+    with pytest.raises(ValueError, match=r"prompt values must lie in \[0, 2\], found range \[-1"):
+        chain.sample(2, prompt=torch.tensor([-1]))
+    with pytest.raises(TypeError, match="prompt must hold integer category indices"):
+        chain.sample(2, prompt=torch.tensor([1.7]))
+    with pytest.raises(TypeError, match="prompt must hold integer category indices"):
+        chain.sample(2, prompt=[0, 1.7])
+    with pytest.raises(ValueError, match=r"prompt values must lie in \[0, 2\], found range \[7"):
+        chain.sample(2, prompt=torch.tensor([7]))
     with pytest.raises(ValueError, match="prompt must have shape"):
-        ancestral_sample(
-            lambda x, i: torch.zeros(2, 3), 2, 3, prompt=torch.zeros(2, 5, dtype=torch.long)
-        )
+        chain.sample(2, prompt=torch.zeros(2, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="length 4 only"):
+        chain.sample(2, length=5)
+    # a prompt of any integer dtype is fine
+    x = chain.sample(3, prompt=torch.tensor([2, 1], dtype=torch.uint8), length=4)
+    assert x.dtype == torch.long and x[:, :2].tolist() == [[2, 1]] * 3
 
 
 def test_bad_input_is_a_clear_error(chain):
@@ -146,4 +172,4 @@ def test_bad_input_is_a_clear_error(chain):
     with pytest.raises(ValueError, match=r"shape \(batch, 4\)"):
         chain.log_prob(torch.zeros(2, 5, dtype=torch.long))
     with pytest.raises(TypeError, match="torch.Tensor"):
-        check_discrete([0, 1], 2)
+        as_indices([0, 1], 2)

@@ -6,100 +6,141 @@ notebook ``02_markov_to_rnn`` calls these functions step by step; the recipes ru
 
     python -m arnb run ch02-ngram --profile cpu          # tuned Kneser-Ney, seconds
     python -m arnb run ch02-markov-to-rnn --profile gpu  # the chapter table (about 5 minutes)
+    python -m arnb run markov-chain                      # a pipeline check: fit a Markov chain
 
-All sizes live in :data:`SIZES`.
+All sizes live in :data:`SIZES` (the pipeline check's in :class:`MarkovCheck`): each trained
+model nests its own config and one :class:`~arnb.train.Schedule`, and :func:`arnb.train.train`
+does the rest (step planning from a time budget, threads, keeping the best weights).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
 from ..config import Setup, pick
-from ..data import load_shakespeare_split
+from ..data import Minibatches, load_shakespeare_split
+from ..data.text import StreamBatches
 from ..metrics import nats_to_bits
 from ..models.hmm import HMM, HMMConfig
+from ..models.markov_chain import MarkovChain
 from ..models.ngram import NGramLM, count_distinct, tune_kneser_ney, unseen_fraction
-from ..models.rnn_lm import CharRNN, RNNConfig, StreamBatches, TBPTTLoss
-from ..plotting import save_figure
+from ..models.rnn_lm import CharRNN, RNNConfig, TBPTTLoss
+from ..models.sequence import SequenceLM
+from ..plotting import plot_history, save_figure
 from ..tokenizers import CharTokenizer
-from ..train import autocast, train
+from ..train import Schedule, Stopwatch, cpu_threads, train
 from . import recipe
 
 
 @dataclass
-class NetSizes:
-    """One trained model (an HMM or an RNN): its size and its training schedule."""
+class NetRun:
+    """One trained model (an HMM or an RNN): its config, its schedule and its TBPTT chunk.
+
+    ``schedule.batch_size`` is the number of parallel streams; ``schedule.seconds`` (GPU) sizes
+    the run to a time budget, at most ``schedule.steps`` steps. The vocabulary size of the
+    config is replaced by the tokenizer's.
+    """
 
     name: str
-    kind: str  # "hmm", "rnn", "gru" or "lstm"
-    states: int = 0  # HMM states
-    embed: int = 64
-    hidden: int = 256
-    layers: int = 1
-    dropout: float = 0.0
-    batch: int = 32  # parallel streams
-    chunk: int = 64  # truncated-BPTT length
-    lr: float = 3e-3
-    steps: int = 300  # fixed schedule (reproducible) unless budget_s is set
-    budget_s: float | None = None  # GPU: size the schedule to this many seconds of training
+    model: HMMConfig | RNNConfig
+    schedule: Schedule
+    chunk: int = 64  # truncated-BPTT length: symbols per stream and step
+
+    @property
+    def kind(self) -> str:
+        """``"hmm"``, or the RNN's cell: ``"rnn"``, ``"gru"`` or ``"lstm"``."""
+        return "hmm" if isinstance(self.model, HMMConfig) else self.model.cell
 
 
 @dataclass
-class Ch02Sizes:
+class Ch02Run:
     train_chars: int | None  # None: the whole training split
     val_chars: int | None  # None: the whole validation split
     prefix_lengths: tuple[int, ...]
     orders: tuple[int, ...]  # n-gram orders for the per-order curve
     tune_orders: tuple[int, ...]  # orders tried when tuning Kneser-Ney on held-out training text
     tune_scales: tuple[float, ...]
-    nets: list[NetSizes] = field(default_factory=list)
+    nets: list[NetRun] = field(default_factory=list)
     eval_chars: int = 20_000  # validation characters scored during training (the curve only)
     sample_chars: int = 300
+    add_k: float = 0.05  # pseudo-count of the add-k n-grams
+    table_add_k_order: int = 3  # the add-k row of the chapter table
 
 
+# Small sequential operations run fastest on one CPU thread (threads=1 on the laptop
+# profiles): synchronising two threads per operation costs more than it saves (measured: 20
+# times slower for the HMM with two busy-waiting threads). Each run warms up for a tenth of
+# its steps and evaluates five times; on the GPU, a tenth and a fifth of the steps its budget
+# gave on the H200 (285 and 419 for the HMMs, the caps for the RNNs), with a time limit of 1.5
+# budgets as the safety net.
 # fmt: off
 SIZES = {
-    "smoke": Ch02Sizes(
+    "smoke": Ch02Run(
         train_chars=60_000, val_chars=5_000, prefix_lengths=(1, 2, 3, 4), orders=(1, 2, 3, 4),
         tune_orders=(2, 3), tune_scales=(1.0,), eval_chars=1_000, sample_chars=60,
-        nets=[NetSizes("HMM, 8 states", "hmm", states=8, batch=8, chunk=16, lr=0.05, steps=4),
-              NetSizes("RNN (tanh), 32", "rnn", hidden=32, batch=8, chunk=16, steps=4),
-              NetSizes("GRU, 32", "gru", hidden=32, batch=8, chunk=16, steps=4)],
+        nets=[
+            NetRun("HMM, 8 states", HMMConfig(num_states=8),
+                   Schedule(steps=4, lr=0.05, batch_size=8, eval_every=1, threads=1), chunk=16),
+            NetRun("RNN (tanh), 32", RNNConfig(cell="rnn", hidden=32, layers=1),
+                   Schedule(steps=4, lr=3e-3, batch_size=8, eval_every=1, threads=1), chunk=16),
+            NetRun("GRU, 32", RNNConfig(cell="gru", hidden=32, layers=1),
+                   Schedule(steps=4, lr=3e-3, batch_size=8, eval_every=1, threads=1), chunk=16),
+        ],
     ),
-    "cpu": Ch02Sizes(
+    "cpu": Ch02Run(
         train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
         tune_orders=(6, 7, 8), tune_scales=(1.0, 1.15, 1.3), eval_chars=5_000,
-        nets=[NetSizes("HMM, 16 states", "hmm", states=16, batch=32, chunk=32, lr=0.2, steps=400),
-              NetSizes("HMM, 64 states", "hmm", states=64, batch=32, chunk=32, lr=0.2, steps=400),
-              NetSizes("RNN (tanh), 1x128", "rnn", hidden=128, batch=32, chunk=64, lr=4e-3, steps=300),
-              NetSizes("GRU, 1x256", "gru", hidden=256, batch=32, chunk=64, lr=4e-3, steps=250)],
+        nets=[
+            NetRun("HMM, 16 states", HMMConfig(num_states=16),
+                   Schedule(steps=400, lr=0.2, batch_size=32, warmup=40, eval_every=80, threads=1),
+                   chunk=32),
+            NetRun("HMM, 64 states", HMMConfig(num_states=64),
+                   Schedule(steps=400, lr=0.2, batch_size=32, warmup=40, eval_every=80, threads=1),
+                   chunk=32),
+            NetRun("RNN (tanh), 1x128", RNNConfig(cell="rnn", hidden=128, layers=1),
+                   Schedule(steps=300, lr=4e-3, batch_size=32, warmup=30, eval_every=60, threads=1),
+                   chunk=64),
+            NetRun("GRU, 1x256", RNNConfig(cell="gru", hidden=256, layers=1),
+                   Schedule(steps=250, lr=4e-3, batch_size=32, warmup=25, eval_every=50, threads=1),
+                   chunk=64),
+        ],
     ),
     # gpu: each net gets a time budget (the lead's GPU is shared); steps = min(cap, budget / step time).
     # The LSTM is data-limited, not compute-limited (1M characters): the cap keeps it under 50 epochs,
     # and a wide net with strong dropout generalises best on a text this small.
-    "gpu": Ch02Sizes(
+    "gpu": Ch02Run(
         train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
         tune_orders=(6, 7, 8), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000, sample_chars=400,
-        nets=[NetSizes("HMM, 64 states", "hmm", states=64, batch=128, chunk=64, lr=0.1, steps=3000, budget_s=15),
-              NetSizes("HMM, 512 states", "hmm", states=512, batch=128, chunk=64, lr=0.1, steps=3000, budget_s=25),
-              NetSizes("RNN (tanh), 2x512", "rnn", hidden=512, layers=2, dropout=0.1, batch=128, chunk=64,
-                       lr=2e-3, steps=2500, budget_s=25),
-              NetSizes("LSTM, 3x640", "lstm", embed=128, hidden=640, layers=3, dropout=0.4, batch=128,
-                       chunk=128, lr=2e-3, steps=1200, budget_s=240)],
+        nets=[
+            NetRun("HMM, 64 states", HMMConfig(num_states=64),
+                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=28, eval_every=57, seconds=15,
+                            time_limit=22.5),
+                   chunk=64),
+            NetRun("HMM, 512 states", HMMConfig(num_states=512),
+                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=41, eval_every=83, seconds=25,
+                            time_limit=37.5),
+                   chunk=64),
+            NetRun("RNN (tanh), 2x512", RNNConfig(cell="rnn", hidden=512, layers=2, dropout=0.1),
+                   Schedule(steps=2500, lr=2e-3, batch_size=128, warmup=100, eval_every=500,
+                            seconds=25, time_limit=37.5),
+                   chunk=64),
+            NetRun("LSTM, 3x640",
+                   RNNConfig(cell="lstm", embed=128, hidden=640, layers=3, dropout=0.4),
+                   Schedule(steps=1200, lr=2e-3, batch_size=128, warmup=100, eval_every=240,
+                            seconds=240, time_limit=360),
+                   chunk=128),
+        ],
     ),
 }
 # fmt: on
 
 
 # ---------------------------------------------------------------- data
-def load_text(sizes: Ch02Sizes):
+def load_text(sizes: Ch02Run):
     """``(tokenizer, train_ids, val_ids)``: Tiny Shakespeare's 90/10 split as character ids.
 
     The vocabulary comes from the training split (it holds all 65 characters of the text).
@@ -131,13 +172,12 @@ def prefix_statistics(train_ids, val_ids, K: int, lengths) -> list[dict]:
 
 
 # ---------------------------------------------------------------- n-grams
-def ngram_by_order(train_ids, val_ids, K: int, orders, k: float = 0.05) -> list[dict]:
-    """Validation nats/char of add-k and (untuned) Kneser-Ney for each order."""
+def ngram_by_order(train_ids, val_ids, K: int, orders, k: float) -> list[dict]:
+    """Validation nats/char of add-k (pseudo-count ``k``) and (untuned) Kneser-Ney per order."""
     rows = []
     for n in orders:
-        t0 = time.time()
-        kn = NGramLM(n, K).fit(train_ids)
-        fit_s = time.time() - t0
+        with Stopwatch() as watch:
+            kn = NGramLM(n, K).fit(train_ids)
         addk = NGramLM(n, K, smoothing="add-k", k=k).fit(train_ids)
         rows.append(
             {
@@ -145,29 +185,28 @@ def ngram_by_order(train_ids, val_ids, K: int, orders, k: float = 0.05) -> list[
                 "kneser_ney": kn.sequence_nll(val_ids),
                 "add_k": addk.sequence_nll(val_ids),
                 "counts": kn.num_counts(),
-                "fit_seconds": fit_s,
+                "fit_seconds": watch.seconds,
             }
         )
     return rows
 
 
-def best_ngram(train_ids, val_ids, K: int, sizes: Ch02Sizes, progress: bool = False):
+def best_ngram(train_ids, val_ids, K: int, sizes: Ch02Run, progress: bool = False):
     """Tune order and discounts on the last 10% of the *training* ids, refit on all of them,
     score the validation ids once. Returns ``(model, info)``."""
-    t0 = time.time()
-    best = tune_kneser_ney(
-        train_ids, K, orders=sizes.tune_orders, scales=sizes.tune_scales, progress=progress
-    )
-    tune_s = time.time() - t0
-    t0 = time.time()
-    lm = NGramLM(best["order"], K, discount=tuple(map(tuple, best["discount"]))).fit(train_ids)
-    fit_s = time.time() - t0
+    with Stopwatch() as tuning:
+        best = tune_kneser_ney(
+            train_ids, K, orders=sizes.tune_orders, scales=sizes.tune_scales, progress=progress
+        )
+    with Stopwatch() as fitting:
+        discount = tuple(map(tuple, best["discount"]))
+        lm = NGramLM(best["order"], K, discount=discount).fit(train_ids)
     info = {
         "order": best["order"],
         "holdout_nll": best["holdout_nll"],
         "val_nll": lm.sequence_nll(val_ids),
-        "tune_seconds": tune_s,
-        "fit_seconds": fit_s,
+        "tune_seconds": tuning.seconds,
+        "fit_seconds": fitting.seconds,
         "counts": lm.num_counts(),
         "discount": best["discount"],
         "tuning_table": best["table"],
@@ -176,49 +215,15 @@ def best_ngram(train_ids, val_ids, K: int, sizes: Ch02Sizes, progress: bool = Fa
 
 
 # ---------------------------------------------------------------- HMMs and RNNs
-def build_net(s: NetSizes, K: int, device) -> torch.nn.Module:
-    if s.kind == "hmm":
-        return HMM(HMMConfig(num_states=s.states, vocab_size=K)).to(device)
-    cfg = RNNConfig(
-        vocab_size=K,
-        cell=s.kind,
-        embed=s.embed,
-        hidden=s.hidden,
-        layers=s.layers,
-        dropout=s.dropout,
-    )
-    return CharRNN(cfg).to(device)
-
-
-def seconds_per_step(model, batches, lr: float, device, probe: int = 8, warm: int = 3) -> float:
-    """Time ``probe`` training steps of a throw-away copy of ``model`` (after ``warm`` steps)."""
-    clone = copy.deepcopy(model)
-    opt = torch.optim.AdamW(clone.parameters(), lr=lr)
-    loss_fn, it = TBPTTLoss(), iter(batches)
-    t0 = None
-    for i in range(warm + probe):
-        if i == warm:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.time()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(batches)
-            batch = next(it)
-        batch = (batch[0].to(device), batch[1].to(device), batch[2])
-        with autocast(device):
-            loss = loss_fn(clone, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.time() - t0) / probe
+def build_net(run: NetRun, K: int, device) -> SequenceLM:
+    """The HMM or RNN of ``run`` over the tokenizer's ``K`` symbols, on ``device``."""
+    config = replace(run.model, vocab_size=K)
+    model = HMM(config) if isinstance(config, HMMConfig) else CharRNN(config)
+    return model.to(device)
 
 
 def train_net(
-    s: NetSizes,
+    run: NetRun,
     train_ids,
     val_ids,
     K: int,
@@ -229,68 +234,43 @@ def train_net(
 ):
     """Train one HMM or RNN with truncated BPTT; return ``(model, history, info)``.
 
-    ``info`` holds the exact validation nats/char (the whole validation text, one pass, float32)
-    and the training seconds.
+    The curve scores the first ``eval_chars`` validation characters; the model comes back with
+    its last weights (choosing weights on validation text would flatter the validation figure,
+    which the n-grams never see). ``info`` holds the exact validation nats/char (the
+    whole validation text, one pass, float32) and the training seconds.
     """
-    with cpu_threads(1 if torch.device(device).type == "cpu" else None):
-        return _train_net(s, train_ids, val_ids, K, device, seed, eval_chars, progress)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """Temporarily use ``n`` CPU threads (None: leave as is).
-
-    These models run long chains of small sequential operations; on a laptop's two cores, and
-    much more on a shared machine, synchronising two threads per operation costs more than it
-    saves (measured here: 20 times slower for the HMM with two busy-waiting threads).
-    """
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _train_net(s, train_ids, val_ids, K, device, seed, eval_chars, progress):
     torch.manual_seed(seed)
-    model = build_net(s, K, device)
-    batches = StreamBatches(train_ids, s.batch, s.chunk, bos=K, seed=seed)
-    steps = s.steps
-    if s.budget_s is not None:
-        per_step = seconds_per_step(model, batches, s.lr, device)
-        steps = int(max(50, min(s.steps, s.budget_s / per_step)))
+    model = build_net(run, K, device)
+    batches = StreamBatches(train_ids.to(device), run.schedule.batch_size, run.chunk, seed=seed)
     probe = val_ids[:eval_chars]
     hist = train(
         model,
         TBPTTLoss(),
         batches,
-        steps=steps,
-        lr=s.lr,
-        warmup=min(100, steps // 10),
+        run.schedule,
         eval_fn=lambda m: {"val_nll": m.sequence_nll(probe)},
-        eval_every=max(1, steps // 5),
         progress=progress,
-        time_limit=None if s.budget_s is None else 1.5 * s.budget_s,
+        desc=run.name,
     )
-    t0 = time.time()
-    val = model.sequence_nll(val_ids)
+    with cpu_threads(run.schedule.threads), Stopwatch(device) as scoring:
+        val = model.sequence_nll(val_ids)
+    steps = hist.eval_step[-1]
     info = {
-        "name": s.name,
-        "kind": s.kind,
+        "name": run.name,
+        "kind": run.kind,
         "parameters": model.num_parameters(),
-        "steps": hist.eval_step[-1],
+        "steps": steps,
+        "selected_step": hist.selected_step,
         "train_seconds": hist.seconds,
-        "eval_seconds": time.time() - t0,
+        "eval_seconds": scoring.seconds,
         "val_nll": val,
-        "epochs": hist.eval_step[-1] * s.batch * s.chunk / len(train_ids),
+        "epochs": steps * run.schedule.batch_size * run.chunk / len(train_ids),
     }
     return model, hist, info
 
 
 # ---------------------------------------------------------------- table and figures
-def table_rows(ngram_rows, best_info, net_infos, addk_order: int = 3) -> list[dict]:
+def table_rows(ngram_rows, best_info, net_infos, addk_order: int) -> list[dict]:
     """The chapter table: model, size, validation nats and bits per character, training time."""
     rows = []
     addk = next((r for r in ngram_rows if r["order"] == addk_order), None)
@@ -394,7 +374,7 @@ def samples_of(
     out = {}
     p = tok.encode(prompt)
     for name, m in models.items():
-        x = m.sample(1, length, prompt=p, generator=torch.Generator().manual_seed(seed))
+        x = m.sample(1, prompt=p, generator=torch.Generator().manual_seed(seed), length=length)
         out[name] = tok.decode(x[0])
     return out
 
@@ -407,7 +387,7 @@ def samples_of(
 def ch02_ngram(setup: Setup, out: Path) -> dict:
     sizes = pick(SIZES, setup.profile)
     tok, train_ids, val_ids = load_text(sizes)
-    rows = ngram_by_order(train_ids, val_ids, tok.vocab_size, sizes.orders)
+    rows = ngram_by_order(train_ids, val_ids, tok.vocab_size, sizes.orders, sizes.add_k)
     _, best = best_ngram(train_ids, val_ids, tok.vocab_size, sizes)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     plot_orders(rows, best, ax=ax)
@@ -435,7 +415,7 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
     save_figure(fig, out, "prefixes")
     plt.close(fig)
 
-    rows = ngram_by_order(train_ids, val_ids, K, sizes.orders)
+    rows = ngram_by_order(train_ids, val_ids, K, sizes.orders, sizes.add_k)
     best_lm, best = best_ngram(train_ids, val_ids, K, sizes)
     print(f"best n-gram: order {best['order']}, val {best['val_nll']:.4f} nats/char", flush=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -464,7 +444,7 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
     save_figure(fig, out, "training")
     plt.close(fig)
 
-    table = table_rows(rows, best, infos)
+    table = table_rows(rows, best, infos, sizes.table_add_k_order)
     (out / "table.md").write_text(markdown_table(table) + "\n")
     samples = samples_of(models, tok, "ROMEO:\n", sizes.sample_chars, seed=setup.seed)
     (out / "samples.txt").write_text("".join(f"=== {k}\n{v}\n\n" for k, v in samples.items()))
@@ -478,3 +458,44 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
         "best_net": best_net["name"] if best_net else None,
         "best_net_beats_ngram": bool(best_net and best_net["val_nll"] < best["val_nll"]),
     }
+
+
+# ---------------------------------------------------------------- the pipeline check
+@dataclass
+class MarkovCheck:
+    """The ``markov-chain`` recipe's sizes (one for every profile: it runs in seconds)."""
+
+    num_classes: int = 4
+    length: int = 12
+    samples: int = 4096
+    schedule: Schedule = field(
+        default_factory=lambda: Schedule(
+            steps=300, lr=0.05, batch_size=256, eval_every=100, threads=1
+        )
+    )
+
+
+@recipe("markov-chain", "fit a 4-symbol Markov chain to samples of a random one (a pipeline check)")
+def markov_chain(setup: Setup, out: Path) -> dict:
+    """The smallest end-to-end run of the command line: data, training loop, figure, metrics."""
+    run = MarkovCheck()
+    g = torch.Generator().manual_seed(setup.seed)
+    truth = MarkovChain(run.num_classes, run.length)
+    data = truth.sample(run.samples, generator=g).to(setup.device)
+    model = MarkovChain(run.num_classes, run.length).to(setup.device)
+    batches = Minibatches(data, batch_size=run.schedule.batch_size, seed=setup.seed)
+    hist = train(
+        model,
+        lambda m, x: m.nll(x),
+        batches,
+        run.schedule,
+        eval_fn=lambda m: {"nll": m.nll(data)},
+        progress=False,
+    )
+    fig, ax = plt.subplots(figsize=(5, 3))
+    plot_history(hist, "nll", ax=ax)
+    save_figure(fig, out, "loss")
+    plt.close(fig)
+    with torch.no_grad():
+        true_nll = float(truth.nll(data.cpu()))
+    return {"fitted_nll_nats": hist.eval[-1]["nll"], "true_model_nll_nats": true_nll}

@@ -13,13 +13,20 @@ from .files import (
 from .handwriting import load_handwriting
 from .mnist import binarize, load_binary_mnist, load_mnist
 from .strokes import load_sketch_strokes
-from .text import gpt2_bpe_files, load_shakespeare, load_shakespeare_split, split_text
+from .text import (
+    StreamBatches,
+    gpt2_bpe_files,
+    load_shakespeare,
+    load_shakespeare_split,
+    split_text,
+)
 
 __all__ = [
     "ChecksumError",
     "Minibatches",
     "DataNotFoundError",
     "RemoteFile",
+    "StreamBatches",
     "binarize",
     "cache_dir",
     "data_dir",

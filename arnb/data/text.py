@@ -1,8 +1,12 @@
-"""Text data: Tiny Shakespeare (90/10 split) and GPT-2's published BPE files."""
+"""Text data: Tiny Shakespeare (90/10 split), GPT-2's published BPE files, and the
+truncated-BPTT iterator over one long text (:class:`StreamBatches`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 from .files import RemoteFile, fetch, load_bytes
 
@@ -48,3 +52,39 @@ def load_shakespeare_split() -> tuple[str, str]:
 def gpt2_bpe_files() -> tuple[Path, Path]:
     """Verified paths of GPT-2's ``vocab.bpe`` (merges) and ``encoder.json`` (token -> id)."""
     return fetch(GPT2_VOCAB_BPE), fetch(GPT2_ENCODER_JSON)
+
+
+class StreamBatches:
+    """Consecutive chunks of ``B`` parallel streams of one long text, for truncated BPTT.
+
+    The text is cut into ``B`` streams (one per row); iterating yields ``(chunk (B, T), first)``
+    where chunk ``k + 1`` of a row continues chunk ``k`` of the same row, so a model can carry
+    its state from one to the next. ``first`` is True on the first chunk of an epoch: the model
+    starts from a fresh state there. Each epoch starts the streams at a random offset (seeded),
+    so the chunk boundaries move.
+    """
+
+    def __init__(self, ids: torch.Tensor, batch_size: int, chunk: int, seed: int = 0):
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
+            raise ValueError("ids must be a 1-D tensor")
+        if batch_size < 1 or chunk < 1:
+            raise ValueError(f"need batch_size >= 1 and chunk >= 1, got {batch_size}, {chunk}")
+        self.stream_len = (len(ids) - chunk) // batch_size  # room for the random offset
+        if self.stream_len < chunk:
+            raise ValueError(
+                f"text of {len(ids)} symbols too short for {batch_size} streams of chunks of {chunk}"
+            )
+        self.ids, self.B, self.T = ids, batch_size, chunk
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.stream_len // self.T
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, bool]]:
+        offset = int(torch.randint(0, self.T, (1,), generator=self.generator))
+        n = len(self) * self.T
+        starts = offset + torch.arange(self.B) * self.stream_len
+        index = starts.unsqueeze(1) + torch.arange(n)
+        streams = self.ids[index.to(self.ids.device)]  # (B, n)
+        for k in range(len(self)):
+            yield streams[:, k * self.T : (k + 1) * self.T], k == 0

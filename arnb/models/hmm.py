@@ -10,6 +10,8 @@ and the *forward algorithm* {cite}`rabiner1989` keeps the filtering distribution
 ``p(z_t | x_<=t)`` up to date one symbol at a time. Here it runs in log space (a log-sum-exp
 over states, done as a stabilised matrix product), so long sequences neither underflow nor lose
 precision, and the exact log-likelihood is differentiable: the model trains by gradient descent.
+The first symbol is scored through the initial distribution ``pi``, so ``log_prob`` covers all
+of ``x``; the filter is the ``state`` that carries a long text from chunk to chunk.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import ARModule, check_discrete
-from ..sampling import ancestral_sample, filter_logits, sample_categorical
+from ..sampling import ancestral_sample, check_sampling, filter_logits, sample_categorical
+from ..train import evaluating
+from ..validation import as_indices, check_int, validation
+from .sequence import SequenceLM
 
 
 @dataclass
@@ -48,11 +52,11 @@ def _log_matmul(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return m + torch.log((torch.exp(log_a - m) @ b).clamp_min(1e-30))
 
 
-class HMM(ARModule):
+class HMM(SequenceLM):
     """Discrete HMM: initial ``pi (S)``, transitions ``A (S, S)``, emissions ``E (S, K)`` as logits.
 
-    ``forward(x)`` gives the logits ``(B, T, K)`` of every conditional ``p(x_t | x_<t)``;
-    ``filter`` carries the filtering distribution across chunks of a long text.
+    ``forward(x)`` gives the log-probabilities ``(B, T, K)`` of every conditional
+    ``p(x_t | x_<t)``; ``token_log_probs(x, state)`` carries the filter across chunks of a text.
     """
 
     def __init__(self, config: HMMConfig):
@@ -75,100 +79,94 @@ class HMM(ARModule):
         return self.config.vocab_size
 
     def log_params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Normalised ``log pi (S)``, ``log A (S, S)`` (rows: from), ``log E (S, K)``, in float32."""
+        """Normalised ``log pi (S)``, ``log A (S, S)`` (rows: from), ``log E (S, K)``.
+
+        In the model's dtype, and at least float32 (bfloat16 weights are widened).
+        """
+        dtype = torch.promote_types(self.init_logits.dtype, torch.float32)
         return (
-            F.log_softmax(self.init_logits.float(), -1),
-            F.log_softmax(self.trans_logits.float(), -1),
-            F.log_softmax(self.emit_logits.float(), -1),
+            F.log_softmax(self.init_logits.to(dtype), -1),
+            F.log_softmax(self.trans_logits.to(dtype), -1),
+            F.log_softmax(self.emit_logits.to(dtype), -1),
         )
 
-    def filter(self, x: torch.Tensor, state: torch.Tensor | None = None, all_logits: bool = False):
-        """Run the forward algorithm over ``x (B, T)``.
+    def _forward_algorithm(self, x: torch.Tensor, state, all_logits: bool):
+        """The filter over ``x (B, T)``: ``(log p(x_t | x_<t) (B, T), state, all (B, T, K))``.
 
-        ``state (B, S)``: log ``p(z_{t0-1} | x_<t0)`` after the previous chunk of the same text
-        (``None``: ``x`` starts a text and ``z_0 ~ pi``). Returns ``(token_log_probs (B, T),
-        state (B, S))`` and, with ``all_logits``, also the log-probabilities ``(B, T, K)`` of every
-        symbol at every step.
+        ``all`` (only with ``all_logits``, else None) holds the log-probabilities of every symbol
+        at every step.
         """
-        check_discrete(x, self.vocab_size)
-        if x.dim() != 2:
-            raise ValueError(f"x must have shape (batch, time), got {tuple(x.shape)}")
-        # float32 even under bf16 autocast: log-space sums over thousands of steps need it
+        x = as_indices(x, self.vocab_size, (-1,))
+        # full precision even under bf16 autocast: log-space sums over thousands of steps need it
         with torch.autocast(x.device.type, enabled=False):
             log_pi, log_A, log_E = self.log_params()
             A, E = log_A.exp(), log_E.exp()  # once per pass, not once per step
             B, T = x.shape
             token_lp, full = [], []
-            log_post = None if state is None else state.float()
+            log_post = None if state is None else state.to(log_pi.dtype)
             for t in range(T):
                 # prior over z_t given x_<t: pi at the start, else the filter pushed through A
-                if log_post is None:
-                    prior = log_pi.expand(B, -1)
-                else:
-                    prior = _log_matmul(log_post, A)
+                prior = log_pi.expand(B, -1) if log_post is None else _log_matmul(log_post, A)
                 joint = prior + log_E[:, x[:, t]].T  # log p(z_t, x_t | x_<t)   (B, S)
                 lp = torch.logsumexp(joint, dim=-1)  # log p(x_t | x_<t)
                 if all_logits:
                     full.append(_log_matmul(prior, E))
                 token_lp.append(lp)
                 log_post = joint - lp.unsqueeze(-1)  # log p(z_t | x_<=t): the filter
-            out = torch.stack(token_lp, dim=1) if T else x.new_zeros(B, 0, dtype=torch.float32)
-            if log_post is None:
-                log_post = state
-        if all_logits:
-            return out, log_post, torch.stack(full, dim=1)
-        return out, log_post
+            out = torch.stack(token_lp, dim=1) if T else log_pi.new_zeros(B, 0)
+            if all_logits:
+                full = torch.stack(full, dim=1) if T else log_pi.new_zeros(B, 0, self.vocab_size)
+        return out, log_post, (full if all_logits else None)
+
+    def token_log_probs(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        """Run the forward algorithm over ``x (B, T)``: ``(log p(x_t | x_<t) (B, T), state)``.
+
+        ``state (B, S)`` is log ``p(z | x_<t0)`` after the previous chunk of the same text, the
+        filter (``None``: ``x`` starts a text and ``z_0 ~ pi``).
+        """
+        out, state, _ = self._forward_algorithm(x, state, all_logits=False)
+        return out, state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (B, T) long -> (B, T, K)`` log-probabilities of ``p(x_t = k | x_<t)`` (normalised logits)."""
-        return self.filter(x, all_logits=True)[2]
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (B, T) long -> (B,)`` exact log-likelihood in nats (the forward algorithm)."""
-        return self.filter(x)[0].sum(-1)
-
-    @torch.no_grad()
-    def sequence_nll(self, ids: torch.Tensor, chunk: int = 4096) -> float:
-        """Mean nats per symbol of one long 1-D text, filtering through all of it exactly."""
-        if ids.dim() != 1 or ids.numel() == 0:
-            raise ValueError("sequence_nll expects a non-empty 1-D tensor of ids")
-        ids = ids.to(self.device)
-        state, total = None, 0.0
-        for i in range(0, len(ids), chunk):
-            lp, state = self.filter(ids[i : i + chunk].unsqueeze(0), state)
-            total += float(lp.double().sum())
-        return -total / len(ids)
+        """``x (B, T) -> (B, T, K)`` log-probabilities of ``p(x_t = k | x_<t)`` (normalised logits)."""
+        return self._forward_algorithm(x, None, all_logits=True)[2]
 
     @torch.no_grad()
     def sample(
         self,
         n: int,
-        length: int,
+        *,
         prompt: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
     ) -> torch.Tensor:
         """Ancestral sampling from the *conditionals* ``p(x_t | x_<t)``: ``(n, length)`` long.
 
-        The filter is carried from step to step (a cache), so each symbol costs one update.
+        ``length`` counts the prompt (``(C,)`` or ``(n, C)``) too. The filter is carried from
+        step to step (a cache), so each symbol costs one update.
         """
+        length = check_int(length, "length", low=1)
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
         log_pi, log_A, log_E = self.log_params()
+        A, E = log_A.exp(), log_E.exp()
         cache = {"post": None, "upto": 0}
 
         def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:
             if i > 0:  # absorb the symbols written since the last call into the filter
-                _, cache["post"] = self.filter(x[:, cache["upto"] : i], cache["post"])
+                _, cache["post"] = self.token_log_probs(x[:, cache["upto"] : i], cache["post"])
                 cache["upto"] = i
-            prior = (
-                log_pi.expand(n, -1)
-                if cache["post"] is None
-                else log_matmul_exp(cache["post"], log_A)
-            )
-            return filter_logits(log_matmul_exp(prior, log_E), temperature, top_k, top_p)
+            post = cache["post"]
+            prior = log_pi.expand(n, -1) if post is None else _log_matmul(post, A)
+            logits = _log_matmul(prior, E)
+            return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
-        return ancestral_sample(next_logits, n, length, prompt, generator, self.device)
+        # the prompt was checked; no range check (a GPU sync) per generated symbol
+        with evaluating(self), validation(False):
+            return ancestral_sample(next_logits, x, start, generator=generator)
 
     @torch.no_grad()
     def sample_joint(

@@ -15,8 +15,11 @@ Counting is vectorised: an m-gram over ``K`` symbols is the integer ``sum_j a_j 
 multiply-add, ``np.unique`` sorts and counts them, and a look-up is one ``np.searchsorted``.
 Order 6 on a million characters fits in about a second.
 
-The model holds no parameters, only counts, so it is a plain class with the protocol's face
-(``log_prob``, ``sample``) rather than an ``nn.Module``; tensors go in and out on the CPU.
+The model holds no parameters, only counts (NumPy arrays, on the CPU), but it is an
+:class:`~arnb.protocol.ARModule` like every other model: ``log_prob`` scores every symbol (the
+first ones through the shorter contexts of a padded history), results come back in the model's
+dtype and on its device (float32 by default, float64 after ``.double()``; the arithmetic is
+float64 inside either way), and ``nll`` is the mean nats per symbol.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..sampling import ancestral_sample, filter_logits
+from ..sampling import ancestral_sample, check_sampling, filter_logits
+from ..validation import as_indices, check_int, validation
+from .sequence import SequenceLM
 
 SMOOTHINGS = ("kneser-ney", "add-k")
 
@@ -96,24 +101,12 @@ def unseen_fraction(train_ids, val_ids, length: int, vocab_size: int) -> float:
     return float(1.0 - found.mean())
 
 
-def _check_ids(
-    ids: torch.Tensor, vocab_size: int, name: str, allow_empty: bool = False
-) -> np.ndarray:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of ids, got {type(ids).__name__}")
-    if ids.dtype.is_floating_point or ids.dtype == torch.bool or ids.dtype.is_complex:
-        raise TypeError(f"{name} must hold integer ids (torch.long), got dtype {ids.dtype}")
-    if ids.numel() == 0 and not allow_empty:
-        raise ValueError(f"{name} is empty: an n-gram model needs at least one symbol")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise ValueError(
-            f"{name} holds ids outside the vocabulary [0, {vocab_size - 1}]: found range "
-            f"[{int(ids.min())}, {int(ids.max())}]"
-        )
-    return ids.detach().cpu().numpy().astype(np.int64)
+def _ids(ids: torch.Tensor, vocab_size: int, name: str, shape=None) -> np.ndarray:
+    """Integer ids (any integer dtype, checked by :mod:`arnb.validation`) as int64 NumPy."""
+    return as_indices(ids, vocab_size, shape, name=name).detach().cpu().numpy()
 
 
-class NGramLM:
+class NGramLM(SequenceLM):
     """An order-``order`` Markov model over ``vocab_size`` symbols, estimated from counts.
 
     ``smoothing="kneser-ney"`` (interpolated, with discounts D1, D2, D3+ per order: "modified"
@@ -123,8 +116,11 @@ class NGramLM:
     per order 1..order, each a float or a triple ``(D1, D2, D3+)``.
 
     A context shorter than ``order - 1`` (the start of a sequence) uses the orders it can fill:
-    an empty context gets the lowest-order distribution.
+    an empty context gets the lowest-order distribution. The ``state`` of
+    :meth:`token_log_probs` is the last ``order - 1`` symbols read.
     """
+
+    sequence_chunk = 1 << 18  # counts, not a network: score a long text in few NumPy passes
 
     def __init__(
         self,
@@ -134,6 +130,7 @@ class NGramLM:
         discount: float | tuple | None = None,
         k: float = 1.0,
     ):
+        super().__init__()
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be an integer >= 1, got {order!r}")
         if vocab_size < 2:
@@ -149,13 +146,18 @@ class NGramLM:
         self.tables: list[_OrderTable] = []  # index m-1 for order m
         self.discounts: np.ndarray | None = None  # (order, 3)
         self.num_tokens = 0
+        # no parameters: this buffer carries the model's dtype and device (.double(), .to())
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, ids: torch.Tensor) -> NGramLM:
         """Count all m-grams (m = 1..order) of the 1-D ``ids``; returns ``self``."""
         if isinstance(ids, torch.Tensor) and ids.dim() != 1:
             raise ValueError(f"fit expects a 1-D tensor of ids, got shape {tuple(ids.shape)}")
-        x = _check_ids(ids, self.vocab_size, "training ids")
+        with validation(True):  # counts of ids out of range would be silently wrong: always check
+            x = _ids(ids, self.vocab_size, "training ids")
+        if len(x) == 0:
+            raise ValueError("training ids is empty: an n-gram model needs at least one symbol")
         n, K = self.order, self.vocab_size
         self.num_tokens = len(x)
         raw_codes, raw_counts = [], []
@@ -288,82 +290,91 @@ class NGramLM:
             hist[:, w - take :] = context[:, C - take :]
         return hist
 
+    def _out(self, logp: np.ndarray) -> torch.Tensor:
+        """float64 NumPy log-probabilities as a tensor in the model's dtype, on its device."""
+        return torch.from_numpy(logp).to(self._anchor.device, self._anchor.dtype)
+
     def next_log_probs(self, context: torch.Tensor) -> torch.Tensor:
-        """``context (B, C)`` long -> ``(B, K)`` float64 log-probabilities of the next id.
+        """``context (B, C)`` ids -> ``(B, K)`` log-probabilities of the next id.
 
         Uses the last ``order-1`` ids of each row; ``C`` may be shorter (even 0). A 1-D context
         gives a ``(K,)`` result.
         """
         self._check_fitted()
-        squeeze = isinstance(context, torch.Tensor) and context.dim() == 1
-        if squeeze:
-            context = context.unsqueeze(0)
-        if not isinstance(context, torch.Tensor) or context.dim() != 2:
+        if not isinstance(context, torch.Tensor) or context.dim() not in (1, 2):
             raise ValueError("context must be a (B, C) tensor of ids")
-        ctx = _check_ids(context, self.vocab_size, "context", allow_empty=True).reshape(
-            context.shape
-        )
+        squeeze = context.dim() == 1
+        ctx = _ids(context.unsqueeze(0) if squeeze else context, self.vocab_size, "context")
         hist = self._history(ctx)
         targets = np.broadcast_to(np.arange(self.vocab_size), (len(hist), self.vocab_size))
-        out = torch.from_numpy(np.log(self._probs(hist, targets)))
+        out = self._out(np.log(self._probs(hist, targets)))
         return out[0] if squeeze else out
 
-    def token_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
-        """``ids (B, T)`` -> ``(B, T)`` log p(x_t | up to order-1 previous ids of the same row)."""
-        self._check_fitted()
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
-            raise ValueError("ids must be a (B, T) tensor")
-        x = _check_ids(ids, self.vocab_size, "ids", allow_empty=True).reshape(ids.shape)
+    def _windows(self, x: np.ndarray, before: np.ndarray) -> np.ndarray:
+        """The ``order-1`` ids before each position of ``x (B, T)``: ``(B, T, order-1)``.
+
+        ``before (B, C)`` holds the ids that precede ``x`` (C may be 0); -1 pads the rest.
+        """
         B, T = x.shape
         w = self.order - 1
-        padded = np.concatenate([np.full((B, w), -1, dtype=np.int64), x], axis=1)
-        hist = np.lib.stride_tricks.sliding_window_view(padded, w + 1, axis=1)[:, :T, :w]
-        p = self._probs(hist.reshape(B * T, w), x.reshape(B * T, 1))
-        return torch.from_numpy(np.log(p).reshape(B, T))
+        padded = np.concatenate([np.full((B, w), -1, dtype=np.int64), before, x], axis=1)
+        padded = padded[:, padded.shape[1] - T - w :]
+        return np.lib.stride_tricks.sliding_window_view(padded, w + 1, axis=1)[:, :T, :w]
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (B, T)`` long -> ``(B,)`` log-probability of each row in nats (float64)."""
-        return self.token_log_probs(x).sum(-1)
+    def token_log_probs(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        """``x (B, T) -> (log p(x_t | up to order-1 previous ids) (B, T), state)``.
 
-    def nll(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood per row, in nats."""
-        return -self.log_prob(x).mean()
+        ``state (B, C)``: the ids before ``x`` in the same text (None: ``x`` starts a text);
+        the returned state holds the last ``order-1`` ids read.
+        """
+        self._check_fitted()
+        x = _ids(x, self.vocab_size, "x", shape=(-1,))
+        B, T = x.shape
+        before = np.zeros((B, 0), dtype=np.int64) if state is None else state.cpu().numpy()
+        w = self.order - 1
+        p = self._probs(self._windows(x, before).reshape(B * T, w), x.reshape(B * T, 1))
+        history = np.concatenate([before, x], axis=1)[:, max(0, before.shape[1] + T - w) :]
+        return self._out(np.log(p).reshape(B, T)), torch.from_numpy(history)
 
-    def sequence_nll(self, ids: torch.Tensor) -> float:
-        """Mean nats per token of one long 1-D sequence; each token sees up to order-1 previous ones."""
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
-            raise ValueError("sequence_nll expects a 1-D tensor of ids")
-        if ids.numel() == 0:
-            raise ValueError("sequence_nll of an empty sequence is undefined")
-        return float(-self.token_log_probs(ids.unsqueeze(0)).mean())
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, T) -> (B, T, K)`` log-probabilities of every conditional ``p(x_t | x_<t)``."""
+        self._check_fitted()
+        ids = _ids(x, self.vocab_size, "x", shape=(-1,))
+        B, T, K, w = *ids.shape, self.vocab_size, self.order - 1
+        hist = self._windows(ids, np.zeros((B, 0), dtype=np.int64)).reshape(B * T, w)
+        targets = np.broadcast_to(np.arange(K), (B * T, K))
+        return self._out(np.log(self._probs(hist, targets)).reshape(B, T, K))
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(
         self,
         n: int,
-        length: int,
+        *,
         prompt: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
     ) -> torch.Tensor:
-        """``(n, length)`` long samples; ``prompt (C,)`` or ``(n, C)`` fixes the first C ids."""
+        """``(n, length)`` long samples (``length`` counts the prompt ``(C,)`` or ``(n, C)``)."""
         self._check_fitted()
-        if prompt is not None:
-            _check_ids(torch.as_tensor(prompt), self.vocab_size, "prompt", allow_empty=True)
+        length = check_int(length, "length", low=1)
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
         w = self.order - 1
 
         def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:
-            logits = self.next_log_probs(x[:, max(0, i - w) : i]).float()
-            return filter_logits(logits, temperature, top_k, top_p)
+            logits = self.next_log_probs(x[:, max(0, i - w) : i])
+            return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
-        return ancestral_sample(next_logits, n, length, prompt, generator)
+        with validation(False):  # the prompt was checked, and sampled ids are in range
+            return ancestral_sample(next_logits, x, start, generator=generator)
 
-    def __repr__(self) -> str:
+    def extra_repr(self) -> str:
         fitted = f", {self.num_counts()} counts" if self.tables else ""
-        return f"NGramLM(order={self.order}, vocab_size={self.vocab_size}, smoothing={self.smoothing!r}{fitted})"
+        return f"order={self.order}, vocab_size={self.vocab_size}, smoothing={self.smoothing!r}{fitted}"
 
 
 def tune_kneser_ney(
