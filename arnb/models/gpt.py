@@ -1,21 +1,24 @@
 """A decoder-only Transformer (GPT) over token ids, in one readable file.
 
-The model is the conditional ``p(x_{t+1} | x_<=t)`` of chapter 6, computed for every position
-of a sequence at once:
+The model is the chain rule of chapter 6, ``log p(x) = sum_t log p(x_t | x_<t)``, with every
+conditional computed at once:
 
-    ids (B, T) -> token embedding + position embedding (B, T, C)
-               -> n_layer pre-LayerNorm blocks: x + attn(ln(x)), then x + mlp(ln(x))
-               -> final LayerNorm -> linear head tied to the token embedding -> logits (B, T, K)
+    inputs (B, T) = [BOS, x_0, ..., x_{T-2}]
+        -> token embedding + position embedding (B, T, C)
+        -> n_layer pre-LayerNorm blocks: x + attn(ln(x)), then x + mlp(ln(x))
+        -> final LayerNorm -> linear head tied to the token embedding -> logits (B, T, K)
 
-``logits[:, t]`` parameterise the distribution of token ``t + 1`` given tokens ``0..t``; causal
-self-attention is what keeps position t from seeing tokens after it. Attention exists in two
-implementations with the same weights: ``"explicit"`` (softmax of masked scores, written out, so
-the attention map can be looked at) and ``"sdpa"`` (``F.scaled_dot_product_attention``, a fused
-kernel such as FlashAttention on GPUs). Tests check they agree and that both are causal.
+``logits[:, t]`` parameterise ``p(x_t | x_<t)``. The input ``BOS = vocab_size`` (begin of
+sequence) is read before ``x_0``, so the first token is scored too and the probabilities of all
+``K**T`` sequences sum to one; it is an input only, never a token the model outputs. Causal
+self-attention keeps position t from seeing inputs after it. Attention exists in two
+implementations with the same weights: ``"explicit"`` (softmax of masked scores, written out,
+so the attention map can be looked at) and ``"sdpa"`` (``F.scaled_dot_product_attention``, a
+fused kernel such as FlashAttention on GPUs). Tests check they agree and that both are causal.
 
-Generation keeps a :class:`KVCache` of every layer's keys and values, so each new token costs one
-position of work instead of re-running the whole prefix. The cached and uncached paths compute the
-same conditionals, and with the same generator they return the same tokens.
+Generation keeps a :class:`KVCache` of every layer's keys and values, so each new token costs
+one position of work instead of re-running the whole prefix. The cached and uncached paths
+compute the same conditionals, and with the same generator they return the same tokens.
 
 Follows nanoGPT's ``model.py`` (Karpathy, 2022) in layout and initialisation.
 """
@@ -29,15 +32,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import ARModule, check_discrete
-from ..sampling import filter_logits, sample_categorical
+from ..protocol import ARModule
+from ..sampling import check_sampling, filter_logits, sample_categorical
+from ..train import evaluating
+from ..validation import as_indices, check_int, validation
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
 
 
 @dataclass
 class GPTConfig:
-    """Sizes of a GPT. ``block_size`` is the context: the longest sequence the model reads."""
+    """Sizes of a GPT.
+
+    ``vocab_size`` tokens are modelled (the input embedding has one more row, for BOS), and
+    ``block_size`` is the context: the model reads at most that many inputs, so it scores
+    sequences of up to ``block_size`` tokens (BOS plus the first ``block_size - 1`` as inputs).
+    """
 
     vocab_size: int
     block_size: int = 256
@@ -87,7 +97,10 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new ``k, v (B, H, T, hd)`` after the cached ones; return all ``(B, H, length+T, hd)``."""
+        """Store the new ``k, v (B, H, T, hd)`` after the cached ones.
+
+        Returns all keys and values so far, ``(B, H, length + T, hd)`` each.
+        """
         start, end = self.length, self.length + k.shape[2]
         self.k[layer, :, :, start:end] = k.to(self.k.dtype)
         self.v[layer, :, :, start:end] = v.to(self.v.dtype)
@@ -107,8 +120,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
-        # mask[i, j] = True where query i may look at key j (j <= i). Boolean with -inf fill, never a
-        # large finite negative number, which a low-precision softmax can turn into a leak.
+        # mask[i, j] = True where query i may look at key j (j <= i). Boolean with -inf fill,
+        # never a large finite negative number, which a low-precision softmax can turn into a
+        # leak.
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)
         self.last_attention: torch.Tensor | None = None  # (B, H, T, T) when keep_attention is set
@@ -157,7 +171,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm residual block: normalise, transform, add back (keeps a clean residual path)."""
+    """Pre-LayerNorm residual block: normalise, transform, add back (a clean residual path)."""
 
     def __init__(self, config: GPTConfig, layer: int):
         super().__init__()
@@ -172,20 +186,24 @@ class Block(nn.Module):
 
 
 class GPT(ARModule):
-    """Decoder-only Transformer language model over ``vocab_size`` token ids."""
+    """Decoder-only Transformer language model over ``vocab_size`` token ids.
+
+    Follows :mod:`arnb.protocol`: ``forward(x)`` gives the logits of every conditional of
+    ``x (B, T)``, ``log_prob(x)`` sums all ``T`` of them, ``nll(x)`` is the training loss in
+    nats per token and ``sample(n, ...)`` draws new sequences. :meth:`next_token_logits` is the
+    Transformer itself on raw inputs (BOS included), with an optional :class:`KVCache`, and
+    :meth:`sequence_nll` scores a text longer than the context.
+    """
 
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding
+        # vocab_size + 1 rows: the last one is BOS, read before x_0 and never predicted
+        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # token embedding
         self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying (Press & Wolf, 2017): the output head scores a hidden state against every
-        # token's embedding, so one matrix serves both ends and saves K*C parameters.
-        self.head.weight = self.wte.weight
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):  # GPT-2: scale the residual-path outputs with depth
@@ -203,8 +221,23 @@ class GPT(ARModule):
         return self.config.vocab_size
 
     @property
+    def bos(self) -> int:
+        """The begin-of-sequence input id, ``vocab_size``: read first, never generated."""
+        return self.config.vocab_size
+
+    @property
     def block_size(self) -> int:
         return self.config.block_size
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The output head ``(K, C)``: the token embedding without its BOS row.
+
+        Weight tying (Press & Wolf, 2017): the head scores a hidden state against every
+        token's embedding, so one matrix serves both ends and saves ``K * C`` parameters. BOS
+        has an embedding (it is read) but no output (it is never predicted), hence the slice.
+        """
+        return self.wte.weight[: self.vocab_size]
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Parameter count (the tied head counted once); optionally without position embeddings."""
@@ -220,182 +253,203 @@ class GPT(ARModule):
             block.attn.impl = impl
         return self
 
-    def _check_ids(self, idx: torch.Tensor, name: str = "idx") -> None:
-        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
-            raise ValueError(
-                f"{name} must be a (batch, length) tensor of token ids, got "
-                f"{tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__}"
-            )
-        check_discrete(idx, self.vocab_size, name=name)
-        if idx.shape[1] == 0:
-            raise ValueError(f"{name} is empty: need at least one token")
+    # ------------------------------------------------------------------ the Transformer
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits of the next token at every position: ``idx (B, T) long -> (B, T, K)``.
+    def _tokens(self, x: torch.Tensor, name: str = "x", num_classes: int | None = None):
+        """``x`` as ``(B, T)`` long ids in ``[0, num_classes)`` (values checked if validating)."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"{name} must be a (batch, length) tensor of token ids, got {got}")
+        return as_indices(x, num_classes or self.vocab_size, name=name)
 
-        ``logits[:, t]`` is the distribution of token ``t + 1`` given tokens ``<= t``. With a
-        ``cache``, ``idx`` holds the positions that follow the cached ones.
+    def with_bos(self, x: torch.Tensor) -> torch.Tensor:
+        """``[BOS, x_0, ..., x_{T-1}]``: ``x (B, T) -> (B, T + 1)`` inputs."""
+        bos = torch.full((x.shape[0], 1), self.bos, dtype=torch.long, device=x.device)
+        return torch.cat([bos, x.long()], dim=1)
+
+    def next_token_logits(self, inputs: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The Transformer: ``inputs (B, T)`` ids in ``[0, vocab_size]`` -> logits ``(B, T, K)``.
+
+        ``logits[:, t]`` is the distribution of the token that follows ``inputs[:, :t+1]``;
+        ``inputs`` normally start with BOS (:meth:`with_bos`). With a ``cache``, ``inputs``
+        are the positions that follow the cached ones, and the cache advances past them.
         """
-        self._check_ids(idx)
-        return self._logits(idx, cache)
-
-    def _logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """:meth:`forward` without the value checks (which cost a device sync per call)."""
+        inputs = self._tokens(inputs, "inputs", self.vocab_size + 1)
         offset = 0 if cache is None else cache.length
-        T = idx.shape[1]
+        B, T = inputs.shape
         if offset + T > self.block_size:
             raise ValueError(
-                f"sequence of length {offset + T} is longer than the context block_size="
-                f"{self.block_size}; crop it (the model has no position embedding beyond that)"
+                f"{offset + T} inputs are more than the context block_size={self.block_size}; "
+                "crop them (the model has no position embedding beyond that)"
             )
-        pos = torch.arange(offset, offset + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C): what each token is, and where
+        pos = torch.arange(offset, offset + T, device=inputs.device)
+        h = self.drop(self.wte(inputs) + self.wpe(pos))  # (B, T, C): what each token is, where
         for block in self.blocks:
-            x = block(x, cache)
+            h = block(h, cache)
         if cache is not None:
             cache.length += T
-        return self.head(self.ln_f(x))
+        return F.linear(self.ln_f(h), self.head_weight)
 
-    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy in nats per token of ``targets (B, T)`` given ``idx (B, T)``.
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every conditional: ``x (B, T) -> (B, T, K)``, row t for ``p(x_t | x_<t)``.
 
-        The training loss. It skips the id range check of :meth:`forward` (a device sync per step);
-        out-of-range ids still fail inside the embedding and the cross-entropy.
+        ``x`` may hold up to ``block_size`` tokens; the last one is not read (nothing follows
+        it), and BOS is read in front of ``x_0``.
         """
-        if idx.shape != targets.shape or idx.dim() != 2:
+        x = self._tokens(x)
+        if x.shape[1] > self.block_size:
             raise ValueError(
-                f"idx and targets must both be (B, T), got {tuple(idx.shape)} and "
-                f"{tuple(targets.shape)}"
+                f"x has {x.shape[1]} tokens, more than the context block_size={self.block_size}; "
+                "score longer texts with sequence_nll"
             )
-        logits = self._logits(idx)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1))
+        if x.numel() == 0:  # no rows or no tokens: nothing to compute
+            return torch.zeros(*x.shape, self.vocab_size, device=x.device, dtype=self.dtype)
+        with validation(False):  # x was checked; BOS is the only other input id
+            return self.next_token_logits(self.with_bos(x)[:, :-1])
 
     def token_log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x_t | x_<t)`` for ``t = 1..T-1``: ``x (B, T) -> (B, T-1)`` nats."""
-        self._check_ids(x, "x")
-        if x.shape[1] < 2:
-            raise ValueError("x needs at least two tokens: the first one conditions the rest")
-        logp = F.log_softmax(self(x[:, :-1]).float(), dim=-1)
-        return logp.gather(-1, x[:, 1:].unsqueeze(-1)).squeeze(-1)
+        """``log p(x_t | x_<t)`` for every t: ``x (B, T) -> (B, T)`` nats, in the model's dtype."""
+        logits = self(x)
+        # log-softmax in at least float32 (bf16 logits under autocast), float64 if the model is
+        logp = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+        return logp.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).to(self.dtype)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x_1, ..., x_{T-1} | x_0)`` in nats: ``x (B, T) long -> (B,)``.
-
-        A language model conditions on its first token (a prompt or a start symbol) and scores the
-        rest; ``-log_prob(x) / (T - 1)`` is the usual mean cross-entropy per token.
-        """
+        """``log p(x) = sum_t log p(x_t | x_<t)`` in nats over all T tokens: ``(B, T) -> (B,)``."""
         return self.token_log_probs(x).sum(-1)
 
-    def new_cache(self, batch_size: int) -> KVCache:
-        return KVCache(self.config, batch_size, self.device, next(self.parameters()).dtype)
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        """The training loss: mean nats per token of ``x (B, T)`` (raises on an empty ``x``)."""
+        if x.numel() == 0:
+            raise ValueError(
+                f"nll needs at least one token, got x of shape {tuple(x.shape)}: the mean "
+                "over no tokens is undefined"
+            )
+        return super().nll(x)
 
     @torch.no_grad()
-    def generate(
-        self,
-        prompt: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """Continue ``prompt (B, C)`` by ``max_new_tokens`` tokens: returns ``(B, C + new)``.
+    def sequence_nll(
+        self, ids: torch.Tensor, *, stride: int | None = None, batch_size: int = 64
+    ) -> float:
+        """Mean nats per token of one long text ``ids (N,)``, every token scored exactly once.
 
-        Each step filters the last logits (temperature, top-k, top-p via
-        :func:`arnb.sampling.filter_logits`) and draws one token per row with
-        :func:`arnb.sampling.sample_categorical` (one uniform per row from ``generator``), or takes
-        the most probable token when ``greedy``.
-
-        The model reads at most ``block_size`` tokens. When the text outgrows that window, both
-        paths restart the window at the last ``block_size // 2`` tokens (the cache is refilled
-        once, then grows again), so ``use_cache=True`` and ``False`` condition on exactly the same
-        tokens and give the same output; only the amount of work differs.
+        The text is read in windows of ``block_size`` tokens, **each window read after BOS**
+        (as in training, where every random window starts with BOS). Windows start every
+        ``stride`` tokens (default ``block_size``: consecutive windows that do not overlap).
+        The first window scores all its tokens, every later one only its last ``stride``
+        tokens, the ones no earlier window scored. With the default, a token is predicted from
+        the 0 to ``block_size - 1`` tokens before it in its window; a smaller stride gives each
+        scored token at least ``block_size - stride`` tokens of context, at more cost.
+        Computed in float32 (no autocast) and summed in float64.
         """
-        if not isinstance(prompt, torch.Tensor):
-            raise TypeError(f"prompt must be a tensor of token ids, got {type(prompt).__name__}")
-        if prompt.dim() == 1:
-            prompt = prompt.unsqueeze(0)
-        self._check_ids(prompt, "prompt")
-        if prompt.shape[1] > self.block_size:
-            raise ValueError(
-                f"prompt of {prompt.shape[1]} tokens is longer than the context block_size="
-                f"{self.block_size}; shorten it to its last {self.block_size} tokens"
-            )
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        if not greedy:  # validate the knobs once, before any work
-            filter_logits(torch.zeros(1, 2), temperature, top_k, top_p)
-        was_training = self.training
-        self.eval()
-        x = prompt.to(self.device)
-        B, keep = x.shape[0], max(1, self.block_size // 2)
-        start, cache = 0, None  # the window is x[:, start:]
-        steps = range(max_new_tokens)
-        if progress:
-            from tqdm.auto import tqdm
+        if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
+            got = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+            raise ValueError(f"ids must be a 1-D tensor of token ids, got {got}")
+        if len(ids) == 0:
+            raise ValueError("ids is empty: the mean over no tokens is undefined")
+        ids = as_indices(ids, self.vocab_size, name="ids")
+        T, N = self.block_size, len(ids)
+        s = T if stride is None else check_int(stride, "stride", low=1, high=T)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        # window k starts at k * s and scores from (k - 1) * s + T on; the last reaches N
+        starts = torch.arange(0, max(N - T, 0) + s, s)
+        full = starts[starts + T <= N]  # windows of exactly T tokens; at most one shorter one
+        total = 0.0
+        with evaluating(self), validation(False):
+            offsets = torch.arange(min(T, N))
+            for i in range(0, len(full), batch_size):
+                first = full[i : i + batch_size]
+                w = ids[first.unsqueeze(1) + offsets].to(self.device)
+                logp = self.token_log_probs(w).double()
+                scored = (first.unsqueeze(1) == 0) | (offsets >= T - s)  # (b, T)
+                total -= float(logp[scored.to(logp.device)].sum())
+            if len(full) < len(starts):  # the remainder, shorter than a window
+                st = int(starts[-1])
+                logp = self.token_log_probs(ids[st:].unsqueeze(0).to(self.device)).double()
+                total -= float(logp[0, (0 if st == 0 else T - s) :].sum())
+        return total / N
 
-            steps = tqdm(steps, desc="generating" + (" (cache)" if use_cache else ""), leave=False)
-        for _ in steps:
-            if x.shape[1] - start > self.block_size:  # window full: restart it
-                start, cache = x.shape[1] - keep, None
-            if not use_cache:
-                logits = self(x[:, start:])[:, -1]  # recompute the whole window
-            elif cache is None:  # fill a fresh cache with the window
-                cache = self.new_cache(B)
-                logits = self(x[:, start:], cache)[:, -1]
-            else:  # one new position: the keys and values of the others are cached
-                logits = self(x[:, -1:], cache)[:, -1]
-            if greedy:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = sample_categorical(
-                    filter_logits(logits, temperature, top_k, top_p), generator
-                )
-            x = torch.cat([x, nxt.unsqueeze(1)], dim=1)
-        self.train(was_training)
-        return x
+    # ------------------------------------------------------------------ sampling
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        return KVCache(self.config, batch_size, self.device, self.dtype)
 
     @torch.no_grad()
     def sample(
         self,
         n: int,
+        *,
         prompt: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        max_new_tokens: int | None = None,
-        start_id: int = 0,
-        **kwargs,
+        length: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        use_cache: bool = True,
+        progress: bool = False,
     ) -> torch.Tensor:
-        """``n`` sequences, each the ``prompt (C,)`` or ``(n, C)`` followed by new tokens.
+        """``n`` sequences ``(n, length)`` long: the ``prompt`` followed by new tokens.
 
-        Without a prompt, sampling starts from the single token ``start_id`` (for the character
-        tokenizer of Tiny Shakespeare, id 0 is a newline). ``max_new_tokens`` defaults to filling
-        one context; other keywords go to :meth:`generate`.
+        ``prompt`` holds the first ``C`` tokens of one sequence ``(C,)`` or of each ``(n, C)``;
+        without one, sampling starts from BOS alone. ``length`` (prompt included) defaults to
+        ``block_size``. Each step filters the last logits (``temperature``, ``top_k``,
+        ``top_p``: :func:`arnb.sampling.filter_logits`) and draws one token per row with
+        :func:`arnb.sampling.sample_categorical` (one uniform per row and step, all drawn from
+        ``generator`` on the CPU before the first step), or
+        takes the most probable token when ``greedy``. The knobs are checked either way.
+
+        The model reads BOS and at most ``block_size - 1`` tokens. When the text outgrows that
+        window, both paths restart it at BOS and the last ``block_size // 2`` tokens (the cache
+        is refilled once, then grows again), so ``use_cache=True`` and ``False`` condition on
+        exactly the same tokens and give the same output; only the amount of work differs.
+        Inputs are checked once per call; the loop itself never waits for the GPU.
         """
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if prompt is None:
-            prompt = torch.full((1,), start_id, dtype=torch.long)
-        prompt = torch.as_tensor(prompt)
-        if prompt.dim() == 1:
-            prompt = prompt.unsqueeze(0).expand(n, -1)
-        if prompt.shape[0] != n:
-            raise ValueError(
-                f"prompt must have shape (C,) or (n={n}, C), got {tuple(prompt.shape)}"
-            )
-        if max_new_tokens is None:
-            max_new_tokens = max(0, self.block_size - prompt.shape[1])
-        return self.generate(prompt, max_new_tokens, generator=generator, **kwargs)
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        length = self.block_size if length is None else check_int(length, "length", low=1)
+        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
+        keep = self.block_size // 2  # tokens kept when the window restarts
+        steps = range(start, length)
+        if progress:
+            from tqdm.auto import tqdm
+
+            desc = "sampling" + (" (cache)" if use_cache else "")
+            steps = tqdm(steps, desc=desc, leave=False)
+        # one uniform per row and step, drawn up front and moved to the device once: a copy
+        # from the host inside the loop would make every step wait for the GPU
+        if not greedy:
+            uniforms = torch.rand((length - start, x.shape[0]), generator=generator)
+            uniforms = uniforms.to(self.device)
+        first, cache = 0, None  # the model reads BOS and x[:, first:t] to predict x[:, t]
+        with evaluating(self), validation(False):
+            for t in steps:
+                if t - first + 1 > self.block_size:  # window full: restart it
+                    first, cache = t - keep, None
+                if not use_cache:  # recompute the whole window
+                    logits = self.next_token_logits(self.with_bos(x[:, first:t]))[:, -1]
+                elif cache is None:  # fill a fresh cache with the window
+                    cache = self.new_cache(x.shape[0])
+                    logits = self.next_token_logits(self.with_bos(x[:, first:t]), cache)[:, -1]
+                else:  # one new position: the keys and values of the others are cached
+                    logits = self.next_token_logits(x[:, t - 1 : t], cache)[:, -1]
+                if greedy:
+                    x[:, t] = logits.argmax(-1)
+                else:
+                    logits = filter_logits(logits, temperature, top_k, top_p)
+                    x[:, t] = sample_categorical(logits, uniform=uniforms[t - start])
+        return x
 
     @torch.no_grad()
-    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
-        """Attention weights of every layer and head: ``idx (B, T) -> (n_layer, B, H, T, T)``."""
+    def attention_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention weights of every layer and head: ``x (B, T) -> (n_layer, B, H, T, T)``.
+
+        Query t is the position that predicts ``x_t``: its inputs are BOS, ``x_0..x_{t-1}``
+        (key 0 is BOS, key s > 0 the token ``x_{s-1}``).
+        """
         for block in self.blocks:
             block.attn.keep_attention = True
         try:
-            self(idx)
+            self(x)
             return torch.stack([block.attn.last_attention for block in self.blocks])
         finally:
             for block in self.blocks:
