@@ -141,3 +141,10 @@ def broadcast_state(module: nn.Module) -> None:
     """Overwrite every rank's parameters and buffers with rank 0's."""
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def broadcast_object(obj):
+    """Rank 0's ``obj`` (plain Python data, pickled between the job's own processes)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -13,31 +13,41 @@ into a distribution over one real number. Three heads, three trade-offs:
   quantile (pinball) loss (IQN/AIQN). No likelihood, but sampling is one forward pass with
   ``tau ~ U(0, 1)`` and there is no component count to choose.
 
+And for pen strokes (chapter 4), :class:`StrokeMixture`: Graves' bivariate Gaussian mixture over
+a move ``(dx, dy)`` times a Bernoulli over the pen, the head of every stroke model.
+
 Numerical care, because NaN losses are the classic failure of mixture networks: weights through
 ``log_softmax``, closed-form Gaussian log densities, ``logsumexp`` over components (never the log of
 a sum of exps), scales through ``softplus`` plus a floor so that no sigma collapses to zero, and
-inputs checked for NaN/inf with an error that names the problem.
+inputs checked for NaN/inf with an error that names the problem. The value checks obey the one
+switch of :mod:`arnb.validation` (off in training after the first batch).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sampling import sample_categorical
+from .validation import check_finite, check_positive, validation_enabled
+
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+LOG_2PI = math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------- input checks
 
 
 def full_precision(t: torch.Tensor):
-    """A context that turns autocast off: a head's last layer and its log densities run in float32.
+    """A context that turns autocast off: a head's last layer and its log densities run in the
+    parameters' dtype (float32, or float64 after ``.double()``), never in bfloat16.
 
     Under bfloat16 autocast a mean near 10 would be rounded to steps of 0.06, coarser than the
-    narrowest components; these layers are tiny, so float32 costs nothing.
+    narrowest components; these layers are tiny, so full precision costs nothing.
     """
     return torch.autocast(t.device.type, enabled=False)
 
@@ -60,7 +70,7 @@ def check_real(
         if not ok:
             want = ", ".join("B" if s is None else str(s) for s in shape)
             raise ValueError(f"{name} must have shape ({want}), got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
+    if validation_enabled() and t.numel() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the data first")
 
@@ -93,9 +103,12 @@ def mixture_log_prob(
 class GaussianMixture:
     """A batch of 1-D Gaussian mixtures with parameters of shape ``(..., K)``.
 
-    ``logits`` are unnormalised log weights (normalised here with ``log_softmax``), ``scales``
-    must be positive. The interface follows ``torch.distributions``: ``log_prob``, ``sample``,
-    ``mean``, ``variance``, plus ``cdf`` and ``icdf`` (by bisection) for quantile comparisons.
+    ``logits`` are unnormalised log weights (normalised here with ``log_softmax``; ``-inf``
+    is a weight of zero), ``scales`` must be positive. The interface follows
+    ``torch.distributions``: ``log_prob``, ``sample``, ``mean``, ``variance``, plus ``cdf`` and
+    ``icdf`` (by bisection) for quantile comparisons. The parameters are checked on
+    construction (when :mod:`arnb.validation` is on): a NaN logit, a non-finite mean or a scale
+    that is not > 0 would make every log density NaN.
     """
 
     def __init__(self, logits: torch.Tensor, means: torch.Tensor, scales: torch.Tensor):
@@ -104,6 +117,13 @@ class GaussianMixture:
                 "logits, means and scales must share one shape (..., K), got "
                 f"{tuple(logits.shape)}, {tuple(means.shape)}, {tuple(scales.shape)}"
             )
+        if validation_enabled() and logits.numel():
+            if bool((torch.isnan(logits) | (logits == math.inf)).any()):
+                raise ValueError("logits hold NaN or +inf (a weight of zero is logit -inf)")
+            if not bool((logits > -math.inf).any(-1).all()):
+                raise ValueError("logits are all -inf for some mixture: no weight is left")
+        check_finite(means, "means")
+        check_positive(scales, "scales")
         self.logits, self.means, self.scales = logits, means, scales
 
     @property
@@ -200,8 +220,6 @@ class GaussianMixture:
 
         Random numbers come from ``generator`` on the CPU, so results do not depend on the device.
         """
-        from .sampling import sample_categorical
-
         flat_logits = self.logits.reshape(-1, self.num_components)
         k = sample_categorical(flat_logits, generator).to(self.means.device)
         mu = self.means.reshape(-1, self.num_components).gather(1, k[:, None]).squeeze(1)
@@ -230,7 +248,7 @@ class MixtureDensityHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> GaussianMixture:
         with full_precision(h):
-            logits, means, raw = self.proj(h.float()).chunk(3, dim=-1)
+            logits, means, raw = self.proj(h.to(self.proj.weight.dtype)).chunk(3, dim=-1)
         return GaussianMixture(logits, means, F.softplus(raw) + self.min_scale)
 
 
@@ -292,12 +310,14 @@ class BinnedDensity:
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A bin by inverse CDF, then a uniform position inside it (the density is flat there)."""
-        from .sampling import sample_categorical
+        """A bin by inverse CDF, then a uniform position inside it (the density is flat there).
 
+        The draw ends on the logits' device (the uniforms come from ``generator`` on the CPU, as
+        in every sampler of the book, and are moved there).
+        """
         k = sample_categorical(self.logits.reshape(-1, self.num_bins), generator)
-        u = torch.rand(k.shape, generator=generator)
-        y = self.low + (k.double() + u.double()) * self.width
+        u = torch.rand(k.shape, generator=generator).to(k.device, torch.float64)
+        y = self.low + (k.double() + u) * self.width
         return y.to(self.logits).reshape(self.batch_shape)
 
 
@@ -313,7 +333,7 @@ class BinnedDensityHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> BinnedDensity:
         with full_precision(h):
-            return BinnedDensity(self.proj(h.float()), self.low, self.high)
+            return BinnedDensity(self.proj(h.to(self.proj.weight.dtype)), self.low, self.high)
 
 
 # ----------------------------------------------------------------------------- quantiles
@@ -385,12 +405,209 @@ class ImplicitQuantileHead(nn.Module):
             raise ValueError(
                 f"need h (B, F) and tau (B, N), got {tuple(h.shape)} and {tuple(tau.shape)}"
             )
+        dtype = self.out[0].weight.dtype
         with full_precision(h):
-            phi = self.tau_embed(torch.cos(tau.float().unsqueeze(-1) * self.freqs))  # (B, N, F)
-            return self.out(h.float().unsqueeze(1) * phi).squeeze(-1)
+            angle = tau.to(dtype).unsqueeze(-1) * self.freqs.to(dtype)
+            phi = self.tau_embed(torch.cos(angle))  # (B, N, F)
+            return self.out(h.to(dtype).unsqueeze(1) * phi).squeeze(-1)
 
     @torch.no_grad()
     def sample(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw per row of ``h``: the quantile function at ``tau ~ U(0, 1)`` (inverse-CDF sampling)."""
-        tau = torch.rand(h.shape[0], 1, generator=generator).to(h.device)
+        tau = torch.rand(h.shape[0], 1, generator=generator).to(h.device, h.dtype)
         return self(h, tau).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------- pen strokes
+
+
+def check_strokes(x, mask: torch.Tensor | None = None, name: str = "strokes") -> None:
+    """Raise a clear error unless ``x`` holds valid stroke-3 points ``(dx, dy, pen_lifted)``.
+
+    ``x`` is one sequence ``(L, 3)`` or a batch ``(B, L, 3)`` (array or tensor): real numbers,
+    at least one point per sequence. With ``mask (B, L)`` (True on real points) every row must
+    mark at least one point, and only the marked points are checked, so padding may hold
+    anything. Value checks (finite moves, pen exactly 0 or 1) obey :mod:`arnb.validation`.
+    """
+    t = torch.as_tensor(x)
+    if t.dtype == torch.bool or t.dtype.is_complex:
+        raise TypeError(f"{name} must be real numbers, got dtype {t.dtype}")
+    if t.dim() not in (2, 3) or t.shape[-1] != 3:
+        last = t.shape[-1] if t.dim() else "none"
+        raise ValueError(
+            f"{name} must have shape (L, 3) or (B, L, 3) with rows (dx, dy, pen_lifted); "
+            f"got shape {tuple(t.shape)} (last dimension {last})"
+        )
+    if t.shape[-2] == 0:
+        raise ValueError(f"{name} is an empty sequence: a drawing needs at least one point")
+    t = t if t.dim() == 3 else t.unsqueeze(0)
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=t.device)
+        if mask.shape != t.shape[:2]:
+            raise ValueError(f"mask must have shape {tuple(t.shape[:2])}, got {tuple(mask.shape)}")
+        mask = mask.bool()
+    if not validation_enabled() or t.numel() == 0:
+        return
+    if mask is not None:
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError(f"{name} has an empty sequence (a row whose mask marks no point)")
+        t = t[mask]
+    t = t.reshape(-1, 3)
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()[0].tolist()
+        raise ValueError(f"{name} contains NaN or inf (first at point {bad[0]}, column {bad[1]})")
+    pen = t[:, 2]
+    if not bool(((pen == 0) | (pen == 1)).all()):
+        odd = pen[(pen != 0) & (pen != 1)][:3].tolist()
+        raise ValueError(f"{name}: pen_lifted must be exactly 0 or 1, found {odd}")
+
+
+def bivariate_normal_log_prob(
+    xy: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, rho: torch.Tensor
+) -> torch.Tensor:
+    """``log N((x, y) | mu, [[sx^2, rho sx sy], [rho sx sy, sy^2]])`` in closed form.
+
+    ``xy (*S, 2)`` broadcasts against ``mu, sigma (*S, M, 2)`` and ``rho (*S, M)``; returns
+    ``(*S, M)``.
+    """
+    z = (xy.unsqueeze(-2) - mu) / sigma  # standardised coordinates, (*S, M, 2)
+    zx, zy = z.unbind(-1)
+    one_minus_rho2 = (1 - rho) * (1 + rho)  # exact near |rho| = 1, unlike 1 - rho**2
+    quad = (zx * zx + zy * zy - 2 * rho * zx * zy) / one_minus_rho2
+    return -LOG_2PI - sigma.log().sum(-1) - 0.5 * one_minus_rho2.log() - 0.5 * quad
+
+
+class StrokeMixture(NamedTuple):
+    """Graves' conditional of one pen point, for any batch shape ``S`` (e.g. ``(B, T)``):
+
+        p(dx, dy, pen) = [sum_m pi_m N((dx, dy) | mu_m, Sigma_m)] * Bernoulli(pen | sigmoid(q)).
+
+    ``logit_pi (*S, M)`` unnormalised mixture weights; ``mu (*S, M, 2)`` means of (dx, dy);
+    ``sigma (*S, M, 2)`` standard deviations; ``rho (*S, M)`` correlations; ``pen_logit (*S,)``
+    the logit ``q`` of ``pen_lifted = 1``. :meth:`from_raw` builds one from a network's output.
+    """
+
+    logit_pi: torch.Tensor
+    mu: torch.Tensor
+    sigma: torch.Tensor
+    rho: torch.Tensor
+    pen_logit: torch.Tensor
+
+    @staticmethod
+    def num_raw(components: int) -> int:
+        """How many numbers a head outputs for M components: ``6M + 1``."""
+        return 6 * components + 1
+
+    @classmethod
+    def from_raw(
+        cls,
+        raw: torch.Tensor,
+        components: int,
+        sigma_floor: float = 1e-3,
+        rho_max: float = 1 - 1e-4,
+    ) -> StrokeMixture:
+        """Split a head's output ``raw (*S, 6M+1)`` into constrained parameters.
+
+        ``sigma = sigma_floor + softplus(raw)`` (no component collapses onto a point) and
+        ``rho = tanh(raw)`` clamped to ``|rho| <= rho_max < 1`` (the covariance never becomes
+        singular). Half-precision input is promoted to float32.
+        """
+        m = components
+        if raw.shape[-1] != cls.num_raw(m):
+            raise ValueError(
+                f"raw parameters need last dimension 6*{m}+1={6 * m + 1}, got {raw.shape[-1]}"
+            )
+        if raw.dtype in (torch.float16, torch.bfloat16):
+            raw = raw.float()
+        logit_pi, mu, sig, rho, pen = raw.split([m, 2 * m, 2 * m, m, 1], dim=-1)
+        return cls(
+            logit_pi=logit_pi,
+            mu=mu.unflatten(-1, (m, 2)),
+            sigma=sigma_floor + F.softplus(sig).unflatten(-1, (m, 2)),
+            rho=torch.tanh(rho).clamp(-rho_max, rho_max),
+            pen_logit=pen.squeeze(-1),
+        )
+
+    def map(self, fn) -> StrokeMixture:
+        """Apply ``fn`` to every field (e.g. ``lambda t: t[:, 5]`` to pick step 5)."""
+        return StrokeMixture(*(fn(t) for t in self))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x)`` in nats for points ``x (*S, 3)`` -> ``(*S,)``: mixture plus pen term.
+
+        Weights by ``log_softmax``, components in closed form, the mixture by ``logsumexp``, the
+        pen by a stable log-sigmoid: nothing is exponentiated and then logged.
+        """
+        x = x.to(self.mu.dtype)
+        log_pi = F.log_softmax(self.logit_pi, dim=-1)
+        log_comp = bivariate_normal_log_prob(x[..., :2], self.mu, self.sigma, self.rho)
+        log_xy = torch.logsumexp(log_pi + log_comp, dim=-1)
+        log_pen = -F.binary_cross_entropy_with_logits(self.pen_logit, x[..., 2], reduction="none")
+        return log_xy + log_pen
+
+    def adjust(self, bias: float = 0.0, temperature: float = 1.0) -> StrokeMixture:
+        """The "bias" and "temperature" knobs of sampling - not a Boltzmann temperature.
+
+        - Graves' **bias** ``b >= 0``: weights ``softmax((1 + b) * logits)`` (sharper), and every
+          ``sigma`` multiplied by ``exp(-b)`` (narrower); the pen is left alone.
+        - sketch-rnn's **temperature** ``tau > 0``: weights ``softmax(logits / tau)``,
+          variances times ``tau`` (sigma times ``sqrt(tau)``), pen logit divided by ``tau``.
+
+        ``b = 0, tau = 1`` gives the model's own distribution; both push samples toward the most
+        likely strokes, trading variety for tidiness.
+        """
+        if not bias >= 0:
+            raise ValueError(f"bias must be >= 0, got {bias}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        return StrokeMixture(
+            logit_pi=self.logit_pi * (1 + bias) / temperature,
+            mu=self.mu,
+            sigma=self.sigma * math.exp(-bias) * math.sqrt(temperature),
+            rho=self.rho,
+            pen_logit=self.pen_logit / temperature,
+        )
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One point ``(B, 3)`` from each conditional of a mixture with batch shape ``(B,)``.
+
+        A component by inverse CDF, then the correlated Gaussian as ``dx = mx + sx z1``,
+        ``dy = my + sy (rho z1 + sqrt(1 - rho^2) z2)``, then the pen. All random numbers come
+        from ``generator`` on the CPU, so results do not depend on the device.
+        """
+        b = self.logit_pi.shape[0]
+        k = sample_categorical(self.logit_pi, generator)
+        pick = k.view(b, 1, 1).expand(b, 1, 2)
+        mu = self.mu.gather(1, pick).squeeze(1)
+        sigma = self.sigma.gather(1, pick).squeeze(1)
+        rho = self.rho.gather(1, k.view(b, 1)).squeeze(1)
+        z = torch.randn(b, 2, generator=generator).to(mu)
+        dx = mu[:, 0] + sigma[:, 0] * z[:, 0]
+        dy = mu[:, 1] + sigma[:, 1] * (rho * z[:, 0] + torch.sqrt((1 - rho) * (1 + rho)) * z[:, 1])
+        u = torch.rand(b, generator=generator).to(mu)
+        pen = (u < torch.sigmoid(self.pen_logit)).to(mu.dtype)
+        return torch.stack([dx, dy, pen], dim=-1)
+
+    def as_torch(self):
+        """The same conditionals as ``torch.distributions``: ``(MixtureSameFamily, Bernoulli)``.
+
+        An independent implementation to check :meth:`log_prob` against (tests, notebook).
+        """
+        from torch.distributions import (
+            Bernoulli,
+            Categorical,
+            MixtureSameFamily,
+            MultivariateNormal,
+        )
+
+        sx, sy = self.sigma.unbind(-1)
+        cov_xy = self.rho * sx * sy
+        cov = torch.stack(
+            [torch.stack([sx * sx, cov_xy], -1), torch.stack([cov_xy, sy * sy], -1)], -2
+        )
+        mix = MixtureSameFamily(
+            Categorical(logits=self.logit_pi), MultivariateNormal(self.mu, covariance_matrix=cov)
+        )
+        return mix, Bernoulli(logits=self.pen_logit)

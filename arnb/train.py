@@ -367,7 +367,7 @@ def train(
       end; a later call resumes from that file;
     - under ``torchrun`` with several processes, data parallelism as :mod:`arnb.distributed`
       describes (each rank a slice of every batch; evaluation, selection, checkpoints and the
-      progress bar on rank 0; every rank ends with rank 0's weights).
+      progress bar on rank 0; every rank ends with rank 0's weights and history).
     """
     if select is not None and eval_fn is None:
         raise ValueError("select names a metric of eval_fn: pass eval_fn too")
@@ -477,6 +477,7 @@ def train(
         model.load_state_dict(average.model.state_dict())
     if me is not None:
         distributed.broadcast_state(model)  # rank 0 chose; every rank returns its choice
+        history = History.from_dict(distributed.broadcast_object(history.as_dict()))
     model.eval()
     return history
 

@@ -215,3 +215,54 @@ def test_bad_input_raises_clear_errors():
         MixtureDensityHead(3, 2, min_scale=0.0)
     with pytest.raises(ValueError, match="num_bins"):
         BinnedDensityHead(3, 1, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("bad_scale", [0.0, -0.5, float("nan"), float("inf")])
+def test_mixture_rejects_a_scale_that_is_not_positive(bad_scale):
+    """A zero or negative scale gave NaN log densities; now it is named on construction."""
+    logits, means, scales = random_params(4, 3, torch.float32)
+    scales[2, 1] = bad_scale
+    with pytest.raises(ValueError, match="scales must be finite and > 0"):
+        GaussianMixture(logits, means, scales)
+
+
+def test_mixture_rejects_nan_logits_and_means_but_allows_zero_weights():
+    logits, means, scales = random_params(4, 3, torch.float32)
+    bad = logits.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="logits hold NaN"):
+        GaussianMixture(bad, means, scales)
+    bad[1, 0] = float("inf")
+    with pytest.raises(ValueError, match="logits hold NaN or \\+inf"):
+        GaussianMixture(bad, means, scales)
+    with pytest.raises(ValueError, match="all -inf"):
+        GaussianMixture(torch.full_like(logits, -math.inf), means, scales)
+    bad_means = means.clone()
+    bad_means[0, 2] = float("nan")
+    with pytest.raises(ValueError, match="means holds NaN"):
+        GaussianMixture(logits, bad_means, scales)
+    # a logit of -inf is a weight of zero: the density is that of the other components
+    zero = logits.clone()
+    zero[:, 0] = -math.inf
+    y = torch.randn(4)
+    got = GaussianMixture(zero, means, scales).log_prob(y)
+    want = GaussianMixture(zero[:, 1:], means[:, 1:], scales[:, 1:]).log_prob(y)
+    torch.testing.assert_close(got, want)
+
+
+def test_mixture_checks_obey_the_validation_switch():
+    from arnb.validation import validation
+
+    logits, means, scales = random_params(4, 3, torch.float32)
+    with validation(False):  # the training loop's hot path: no value checks, no GPU syncs
+        mix = GaussianMixture(logits, means, -scales)
+    assert torch.isnan(mix.log_prob(torch.zeros(4))).all()
+
+
+def test_binned_sample_lands_on_the_logits_device_and_dtype():
+    logits = torch.zeros(5, 4, dtype=torch.float64)
+    s = BinnedDensity(logits, 0.0, 1.0).sample(torch.Generator().manual_seed(0))
+    assert s.dtype == torch.float64 and s.device == logits.device and s.shape == (5,)
+    if torch.cuda.is_available():  # pragma: no cover - on a GPU machine
+        s = BinnedDensity(logits.cuda(), 0.0, 1.0).sample(torch.Generator().manual_seed(0))
+        assert s.is_cuda

@@ -20,8 +20,10 @@ from arnb.models.mdn import (
     MDN,
     AutoregressiveMDN2D,
     ConditionalDensityNet,
+    MDN2DConfig,
     MDNConfig,
     MSERegressor,
+    QuantileConfig,
     QuantileNet,
 )
 from arnb.testing import assert_causal, dependency_matrix
@@ -88,8 +90,10 @@ def test_mdn_log_prob_matches_torch_distributions():
     x, y = inverse_sine(64, generator=torch.Generator().manual_seed(1))
     mix = mdn(x)
     ref = as_torch_mixture(mix.params()).log_prob(y)
-    torch.testing.assert_close(mdn.log_prob(y, x), ref, atol=1e-5, rtol=1e-6)
-    assert mdn.sample(x, torch.Generator().manual_seed(0)).shape == (64,)
+    torch.testing.assert_close(mdn.log_prob(y, context=x), ref, atol=1e-5, rtol=1e-6)
+    assert mdn.sample(64, context=x, generator=torch.Generator().manual_seed(0)).shape == (64,)
+    # nll is the mean over y (one scored dimension each)
+    torch.testing.assert_close(mdn.nll(y, context=x), -ref.mean(), atol=1e-5, rtol=1e-6)
 
 
 def test_mdn_loss_stays_finite_when_data_collapse_onto_a_point():
@@ -101,7 +105,7 @@ def test_mdn_loss_stays_finite_when_data_collapse_onto_a_point():
     opt = torch.optim.Adam(mdn.parameters(), lr=0.01)
     losses = []
     for _ in range(150):
-        loss = mdn.nll(y, x)
+        loss = mdn.nll(y, context=x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -121,39 +125,66 @@ def test_binned_net_log_density_and_range():
     y = torch.tensor([-0.99, -0.3, 0.0, 0.5, 1.0])
     k = torch.tensor([0, 2, 4, 6, 7])
     expected = torch.log_softmax(dist.logits, -1).gather(1, k[:, None]).squeeze(1) - math.log(0.25)
-    torch.testing.assert_close(net.log_prob(y, x), expected)
-    s = net.sample(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(net.log_prob(y, context=x), expected)
+    s = net.sample(5, context=x, generator=torch.Generator().manual_seed(0))
     assert ((s >= -1) & (s <= 1)).all()
 
 
 def test_mse_regressor_and_quantile_net_shapes():
     torch.manual_seed(0)
-    reg = MSERegressor(1, 16, 2)
+    reg = MSERegressor(MDNConfig(hidden=16, depth=2))
     x, y = inverse_sine(32, generator=torch.Generator().manual_seed(0))
-    assert reg(x).shape == (32,) and reg.loss(y, x).dim() == 0
-    lp = reg.gaussian_log_prob(y, x, 2.0)
+    assert reg(x).shape == (32,)
+    torch.testing.assert_close(reg.mse(y, context=x), ((reg(x) - y) ** 2).mean())
+    lp = reg.gaussian_log_prob(y, context=x, sigma=2.0)
     torch.testing.assert_close(lp, D.Normal(reg(x), 2.0).log_prob(y))
-    qn = QuantileNet(1, 16, 2, n_cos=8)
+    qn = QuantileNet(QuantileConfig(hidden=16, depth=2, n_cos=8, num_taus=4))
     assert qn(x, torch.rand(32, 3)).shape == (32, 3)
-    loss = qn.loss(y, x, 4, torch.Generator().manual_seed(0))
+    loss = qn.quantile_loss(y, context=x, generator=torch.Generator().manual_seed(0))
     assert loss.dim() == 0 and torch.isfinite(loss)
-    assert qn.sample(x, torch.Generator().manual_seed(0)).shape == (32,)
+    g = torch.Generator().manual_seed(0)
+    assert qn.sample(32, context=x, generator=g).shape == (32,)
+    # one context row serves every draw
+    assert qn.sample(5, context=torch.tensor([0.5]), generator=g).shape == (5,)
 
 
 def test_conditional_nets_reject_bad_input():
     mdn = MDN(MDNConfig(hidden=8, num_components=2))
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 1\)"):
+    with pytest.raises(ValueError, match=r"context must have shape \(B, 1\)"):
         mdn(torch.zeros(4))
     with pytest.raises(ValueError, match="NaN or infinite"):
         mdn(torch.tensor([[0.0], [float("inf")]]))
-    with pytest.raises(ValueError, match=r"y must have shape \(4\)"):
-        mdn.log_prob(torch.zeros(3), torch.zeros(4, 1))
+    with pytest.raises(ValueError, match=r"context must have shape \(3, 1\)"):
+        mdn.log_prob(torch.zeros(3), context=torch.zeros(4, 1))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        mdn.log_prob(torch.tensor([0.0, float("nan")]), torch.zeros(2, 1))
+        mdn.log_prob(torch.tensor([0.0, float("nan")]), context=torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="pass context="):
+        mdn.log_prob(torch.zeros(2), context=None)
+    with pytest.raises(TypeError):
+        mdn.log_prob(torch.zeros(2), torch.zeros(2, 1))  # the context by keyword only
+    with pytest.raises(ValueError, match="no prompt"):
+        mdn.sample(2, context=torch.zeros(1), prompt=torch.zeros(1))
+    with pytest.raises(ValueError, match="length"):
+        mdn.sample(2, context=torch.zeros(1), length=3)
     with pytest.raises(ValueError, match="head must be"):
         ConditionalDensityNet(MDNConfig(head="flow"))
     with pytest.raises(ValueError, match=r"tau must have shape"):
-        QuantileNet(1, 8, 1)(torch.zeros(4, 1), torch.rand(3, 2))
+        QuantileNet(hidden=8, depth=1)(torch.zeros(4, 1), torch.rand(3, 2))
+    with pytest.raises(ValueError, match="loss must be"):
+        QuantileNet(loss="l1")
+
+
+def test_conditional_nets_float64_and_empty_batches():
+    torch.manual_seed(0)
+    for head in ("mixture", "bins"):
+        net = ConditionalDensityNet(MDNConfig(hidden=8, head=head, num_bins=8)).double()
+        x, y = inverse_sine(6, generator=torch.Generator().manual_seed(0))
+        lp = net.log_prob(y, context=x)
+        assert lp.dtype == torch.float64 and torch.isfinite(lp).all()
+        s = net.sample(3, context=torch.tensor([0.5]), generator=torch.Generator())
+        assert s.dtype == torch.float64
+        empty = net.log_prob(torch.zeros(0), context=torch.zeros(0, 1))
+        assert empty.shape == (0,)
 
 
 # ----------------------------------------------------------------------------- 2-D autoregressive
@@ -162,18 +193,18 @@ def test_conditional_nets_reject_bad_input():
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
 def test_ar2d_is_causal_in_its_order(order):
     torch.manual_seed(0)
-    model = AutoregressiveMDN2D(3, 16, 2, order=order)
+    model = AutoregressiveMDN2D(num_components=3, hidden=16, order=order)
     dep = dependency_matrix(model, torch.randn(2))
     position = torch.tensor([order.index(0), order.index(1)])  # where each coordinate comes
     assert_causal(dep, order=position, out_order=position)
     assert dep[order[1], order[0]]  # the second coordinate does read the first
-    indep = AutoregressiveMDN2D(3, 16, 2, independent=True)
+    indep = AutoregressiveMDN2D(num_components=3, hidden=16, independent=True)
     assert not dependency_matrix(indep, torch.randn(2)).any()
 
 
 def test_ar2d_log_prob_matches_torch_distributions_and_normalises():
     torch.manual_seed(0)
-    model = AutoregressiveMDN2D(3, 16, 2, order=(1, 0))
+    model = AutoregressiveMDN2D(MDN2DConfig(num_components=3, hidden=16, order=(1, 0)))
     x = torch.randn(16, 2)
     params = model(x)  # (B, 2, K, 3), row i = coordinate i
     ref = as_torch_mixture(params[:, 0]).log_prob(x[:, 0]) + as_torch_mixture(
@@ -190,7 +221,7 @@ def test_ar2d_log_prob_matches_torch_distributions_and_normalises():
 
 def test_ar2d_sampling_follows_its_conditionals():
     torch.manual_seed(0)
-    model = AutoregressiveMDN2D(3, 16, 2, order=(0, 1))
+    model = AutoregressiveMDN2D(num_components=3, hidden=16, order=(0, 1))
     n = 100_000
     g = torch.Generator().manual_seed(0)
     s = model.sample(n, generator=g)
@@ -200,15 +231,33 @@ def test_ar2d_sampling_follows_its_conditionals():
         s[:, 0].double().var(), first.variance[0].double(), atol=0.05, rtol=0
     )
     # with a prompt, x_0 is kept and x_1 follows p(x_1 | x_0)
-    c = model.sample(n, prompt=0.7, generator=g)
+    c = model.sample(n, prompt=torch.tensor([0.7]), generator=g)
     assert (c[:, 0] == 0.7).all()
     cond = model.second(torch.tensor([[0.7]]))
     torch.testing.assert_close(c[:, 1].double().mean(), cond.mean[0].double(), atol=0.02, rtol=0)
     torch.testing.assert_close(c[:, 1].double().var(), cond.variance[0].double(), atol=0.05, rtol=0)
+    # the prompt is in model order: for order (1, 0) it fixes x_1
+    rev = AutoregressiveMDN2D(num_components=3, hidden=16, order=(1, 0))
+    r = rev.sample(5, prompt=torch.tensor([0.3]), generator=g)
+    assert (r[:, 1] == 0.3).all()
+    full = torch.tensor([[0.1, 0.2]])
+    assert torch.equal(model.sample(1, prompt=full), full)
+
+
+def test_ar2d_nll_is_per_coordinate_and_float64_round_trip():
+    torch.manual_seed(0)
+    model = AutoregressiveMDN2D(num_components=3, hidden=16)
+    x = torch.randn(8, 2)
+    torch.testing.assert_close(model.nll(x), -model.log_prob(x).mean() / 2)
+    model.double()
+    lp = model.log_prob(x.double())
+    assert lp.dtype == torch.float64
+    assert model.sample(3, generator=torch.Generator()).dtype == torch.float64
+    assert model.log_prob(torch.zeros(0, 2)).shape == (0,)
 
 
 def test_ar2d_rejects_bad_input():
-    model = AutoregressiveMDN2D(2, 8, 1)
+    model = AutoregressiveMDN2D(num_components=2, hidden=8, depth=1)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 2\)"):
         model.log_prob(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="NaN or infinite"):
@@ -218,6 +267,10 @@ def test_ar2d_rejects_bad_input():
     with pytest.raises(ValueError, match="prompt"):
         model.sample(4, prompt=torch.zeros(3))
     with pytest.raises(ValueError, match="NaN or infinite"):
-        model.sample(2, prompt=float("nan"))
+        model.sample(2, prompt=torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match="length 2 only"):
+        model.sample(2, length=3)
+    with pytest.raises(TypeError):
+        model.sample(2, None)  # prompt, generator, length: keyword-only
     with pytest.raises(ValueError, match="order"):
-        AutoregressiveMDN2D(2, 8, 1, order=(0, 0))
+        AutoregressiveMDN2D(order=(0, 0))

@@ -4,8 +4,8 @@ import math
 
 import torch
 
+from arnb.distributions import bivariate_normal_log_prob
 from arnb.exercises.ch04 import check_bias_sigma, check_bivariate_log_prob, check_mixture_log_prob
-from arnb.models.rnn_mdn import bivariate_normal_log_prob
 
 
 def right_bivariate(xy, mu, sigma, rho):
@@ -49,8 +49,8 @@ def test_bias_checker():
 
 
 def test_recipes_run_under_smoke(tmp_path):
-    from arnb.config import setup
     from arnb.chapters import load_all
+    from arnb.config import setup
 
     recipes = load_all()
     env = setup(seed=0, profile="smoke", verbose=False)

@@ -5,16 +5,12 @@ import pytest
 import torch
 
 from arnb.data.handwriting import ALPHABET, generate_handwriting, load_handwriting, render_text
-from arnb.data.stroke_batches import (
-    StrokeBatches,
-    check_strokes,
-    encode_texts,
-    pad_strokes,
-    prepare_strokes,
-    stroke_scale,
-)
-from arnb.models.handwriting_synthesis import HandwritingSynthesis
+from arnb.data.stroke_batches import StrokeBatches, pad_strokes, prepare_strokes, stroke_scale
+from arnb.distributions import check_strokes
+from arnb.models.handwriting_synthesis import HandwritingSynthesis, encode_texts
+from arnb.models.rnn_mdn import RNNMDN
 from arnb.testing import assert_causal, dependency_matrix
+from arnb.train import evaluate_nll
 
 pytest.importorskip("HersheyFonts")
 
@@ -78,6 +74,13 @@ def test_stroke_preparation_and_batches():
     assert x.shape == (2, 2, 3) and mask.tolist() == [[True, True], [True, False]]
     batches = StrokeBatches(prepared, batch_size=1, seed=0)
     assert sorted(b[0].shape[1] for b in batches) == [1, 2]  # each batch trimmed to its own length
+    x0, cond = next(iter(StrokeBatches(prepared, batch_size=2, texts=["ab", "c"])))
+    assert x0.shape == (2, 2, 3) and cond["mask"].sum() == 3 and sorted(cond["text"]) == ["ab", "c"]
+    # the batches are what evaluate_nll and the models read: (x, conditioning)
+    model = RNNMDN(hidden=4, components=2)
+    want = model.log_prob(x, mask=mask).sum() / mask.sum()
+    got = evaluate_nll(model, StrokeBatches(prepared, batch_size=1).in_order())
+    assert abs(got["nats_per_dim"] + float(want.detach())) < 1e-5
     with pytest.raises(ValueError, match="sequence 1"):
         prepare_strokes([seqs[0], np.array([[0, 0, 3]], np.float32)], 1.0)
     with pytest.raises(ValueError, match="empty"):
@@ -108,15 +111,16 @@ def points(t, b=1, seed=0):
 def test_synthesis_is_causal_in_the_strokes():
     model = small_synth()
     ids, tmask = model.encode(["abca"])
-    dep = dependency_matrix(lambda z: model(z.view(1, 6, 3), ids, tmask), points(6)[0])
+    dep = dependency_matrix(lambda z: model(z.view(1, 6, 3), text=(ids, tmask)), points(6)[0])
     assert_causal(dep.view(6, 6, 3).any(-1))
 
 
 def test_synthesis_uses_the_text():
     model = small_synth()
     x = points(5, b=2)
-    a = model.log_prob(x, ["abc", "abc"])
-    b = model.log_prob(x, ["abc", "cab"])
+    a = model.log_prob(x, text=["abc", "abc"])
+    b = model.log_prob(x, text=["abc", "cab"])
+    torch.testing.assert_close(model.log_prob(x, text="abc"), a)  # one text for every drawing
     assert a[0] == b[0] and a[1] != b[1]
 
 
@@ -124,62 +128,83 @@ def test_synthesis_log_prob_with_padding_matches_single():
     model = small_synth()
     x = points(6, b=2)
     mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3], dtype=torch.bool)
-    both = model.log_prob(x, ["ab", "cab a"], mask)
-    torch.testing.assert_close(both[0], model.log_prob(x[:1], ["ab"])[0])
-    torch.testing.assert_close(both[1], model.log_prob(x[1:, :3], ["cab a"])[0])
+    both = model.log_prob(x, text=["ab", "cab a"], mask=mask)
+    torch.testing.assert_close(both[0], model.log_prob(x[:1], text=["ab"])[0])
+    torch.testing.assert_close(both[1], model.log_prob(x[1:, :3], text=["cab a"])[0])
+    # NaN or 1e30 in the padding changes nothing, neither the value nor the gradients
+    for junk in (float("nan"), 1e30):
+        dirty = x.clone()
+        dirty[1, 3:] = junk
+        torch.testing.assert_close(model.log_prob(dirty, text=["ab", "cab a"], mask=mask), both)
+        model.zero_grad()
+        loss = model.nll(dirty, text=["ab", "cab a"], mask=mask)
+        loss.backward()
+        torch.testing.assert_close(loss, -both.sum() / 9)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 def test_synthesis_attention_and_sampling():
     model = small_synth()
-    phi = model.attention(points(4), ["ab"])
+    phi = model.attention(points(4), text=["ab"])
     assert phi.shape == (1, 4, 3) and torch.isfinite(phi).all() and (phi >= 0).all()
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    x, (lengths, phis) = model.sample(
-        3, text="abc", generator=g(), max_length=12, return_attention=True
-    )
-    y = model.sample(3, text="abc", generator=g(), max_length=12)
+    x, lengths, phis = model.sample_with_attention(3, text="abc", generator=g(), length=12)
+    y = model.sample(3, text="abc", generator=g(), length=12)
     assert torch.equal(x, y) and x.shape == (3, 12, 3) and phis.shape == (3, 12, 4)
     assert torch.isfinite(x).all()
     for s, n in zip(x, lengths.tolist()):  # after the end: no move, pen up
         assert (s[n:] == torch.tensor([0.0, 0.0, 1.0])).all()
     prompt = points(2)[0]
-    s = model.sample(2, text=["ab", "ca"], prompt=prompt, generator=g(), max_length=6)
+    s = model.sample(2, text=["ab", "ca"], prompt=prompt, generator=g(), length=6)
     assert torch.equal(s[:, :2], prompt.expand(2, 2, 3))
+    # the default length: 3 points_per_char per character
+    assert model.sample(1, text="ab").shape == (1, int(3 * 11.5 * 2), 3)
 
 
 def test_synthesis_bad_input():
     model = small_synth()
     with pytest.raises(ValueError, match="does not know"):
-        model.log_prob(points(3), ["abd"])
+        model.log_prob(points(3), text=["abd"])
     with pytest.raises(ValueError, match="does not know"):
         model.sample(1, text="hello")
     with pytest.raises(ValueError, match="empty"):
-        model.log_prob(points(3), [""])
+        model.log_prob(points(3), text=[""])
     with pytest.raises(ValueError, match="one text per drawing"):
-        model.log_prob(points(3, b=2), ["ab"])
+        model.log_prob(points(3, b=2), text=["ab"])
     with pytest.raises(ValueError, match="conditional"):
         model.log_prob(points(3))
+    with pytest.raises(ValueError, match="conditional"):
+        model.sample(1, length=3)
     with pytest.raises(ValueError, match="NaN or inf"):
-        model.log_prob(torch.full((1, 2, 3), float("nan")), ["a"])
+        model.log_prob(torch.full((1, 2, 3), float("nan")), text=["a"])
     with pytest.raises(ValueError, match="last dimension"):
-        model.log_prob(torch.zeros(1, 2, 4), ["a"])
+        model.log_prob(torch.zeros(1, 2, 4), text=["a"])
+    with pytest.raises(TypeError):
+        model.sample(1, None)  # keyword-only after n
+    assert model.log_prob(torch.zeros(0, 3, 3), text=[]).shape == (0,)
 
 
 def test_synthesis_sampler_steps_match_teacher_forcing():
     """The sampler's step-by-step path (window fed back, second LSTM one step at a time) gives the
     same conditional as the teacher-forced forward: the same random numbers draw the same point."""
-    from arnb.models.rnn_mdn import sample_points
-
     model = small_synth()
     x = points(6)
     drawn = model.sample(
-        1, prompt=x[0, :5], text="abcabc", generator=torch.Generator().manual_seed(4), max_length=6
+        1, prompt=x[0, :5], text="abcabc", generator=torch.Generator().manual_seed(4), length=6
     )
-    ids, tmask = model.encode(["abcabc"])
-    params = model._params(model(x, ids, tmask)).map(lambda v: v[:, 5])
-    expected = sample_points(params, torch.Generator().manual_seed(4))
+    params = model.conditionals(x, text="abcabc").map(lambda v: v[:, 5])
+    expected = params.sample(torch.Generator().manual_seed(4))
     torch.testing.assert_close(drawn[:, 5], expected, atol=1e-5, rtol=1e-5)
-    phi_sampled = model.sample(1, prompt=x[0], text="abcabc", max_length=6, return_attention=True)[
-        1
-    ][1]
-    torch.testing.assert_close(phi_sampled, model.attention(x, ["abcabc"]), atol=1e-6, rtol=1e-5)
+    phi_sampled = model.sample_with_attention(1, prompt=x[0], text="abcabc", length=6).phi
+    torch.testing.assert_close(phi_sampled, model.attention(x, text="abcabc"), atol=1e-6, rtol=1e-5)
+
+
+def test_synthesis_float64_round_trip():
+    model = small_synth()
+    x = points(4, b=2)
+    lp = model.log_prob(x, text=["ab", "c"])
+    model.double()
+    lp64 = model.log_prob(x.double(), text=["ab", "c"])
+    assert lp64.dtype == torch.float64
+    torch.testing.assert_close(lp64.float(), lp, atol=1e-4, rtol=1e-5)
+    assert model.sample(2, text="ab", length=5, generator=torch.Generator()).dtype == torch.float64

@@ -7,24 +7,24 @@
   against the product of marginals.
 
 The notebook ``03_continuous.ipynb`` calls the same functions step by step. Every size lives in
-:data:`SIZES`. No loss can become NaN or infinite: mixture weights through ``log_softmax``, log
-densities in closed form, ``logsumexp`` over components, scales floored at ``min_scale``, float32
-heads even under autocast, gradient clipping; and :func:`arnb.train.train` stops with an error
-on the first non-finite loss, so a finished run proves there was none.
+:data:`SIZES`: the models' own configs and one :class:`~arnb.train.Schedule` per fit. No loss
+can become NaN or infinite: mixture weights through ``log_softmax``, log densities in closed
+form, ``logsumexp`` over components, scales floored at ``min_scale``, full-precision heads even
+under autocast, gradient clipping; and :func:`arnb.train.train` stops with an error on the first
+non-finite loss, so a finished run proves there was none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..config import Setup, pick
+from ..data.batches import Minibatches
 from ..data.toy import (
     Y_HIGH,
     Y_LOW,
@@ -40,91 +40,86 @@ from ..models.mdn import (
     MDN,
     AutoregressiveMDN2D,
     ConditionalDensityNet,
+    MDN2DConfig,
     MDNConfig,
     MSERegressor,
+    QuantileConfig,
     QuantileNet,
 )
 from ..plotting import plot_history, save_figure
-from ..train import History, train
+from ..train import History, Schedule, train
 from . import recipe
 
 NOISE_STD = 1.0  # unit-variance noise: the Bayes floor is H(Y | X) = 1.2880 nats
 
 
 @dataclass(frozen=True)
-class Ch03Sizes:
+class Ch03Run:
+    """Everything chapter 3 sizes by profile.
+
+    ``mdn`` sizes the MDN; the categorical over bins is the same config with ``head="bins"``,
+    and the MSE regressor uses its MLP (``in_features``, ``hidden``, ``depth``). These networks
+    multiply 64x64 matrices: on a CPU, thread hand-offs cost more than they save (ten times more
+    on a busy two-core machine), so every schedule trains on one thread (``threads=1``).
+    """
+
     n_train: int  # inverse-sine training pairs
     n_test: int  # held-out pairs for every NLL
-    hidden: int  # MLP width (all inverse-sine models)
-    depth: int  # MLP depth
-    components: int  # mixture components
-    bins: int  # categorical head
-    steps: int  # MDN and bins: optimiser steps
-    batch: int
-    lr: float
-    mse_steps: int
-    quantile_steps: int
-    quantile_taus: int  # taus drawn per example per step
+    mdn: MDNConfig
+    quantile: QuantileConfig
     moons_n: int  # two-moons training points
-    moons_components: int
-    moons_steps: int
-    time_limit: float  # seconds per fit: a safety net, the schedule normally completes
+    moons: MDN2DConfig
+    density_fit: Schedule  # the MDN and the bins
+    mse_fit: Schedule
+    quantile_fit: Schedule
+    moons_fit: Schedule
+    quantile_eval_points: int  # held-out pairs of the quantile scores (icdf by bisection is slow)
+
+
+def _schedule(steps: int, warmup: int, evals: int, **kw) -> Schedule:
+    return Schedule(steps=steps, warmup=warmup, eval_every=max(1, steps // evals), threads=1, **kw)
 
 
 SIZES = {
-    "smoke": Ch03Sizes(
+    "smoke": Ch03Run(
         n_train=2000,
         n_test=2000,
-        hidden=32,
-        depth=2,
-        components=5,
-        bins=32,
-        steps=150,
-        batch=256,
-        lr=3e-3,
-        mse_steps=100,
-        quantile_steps=100,
-        quantile_taus=4,
+        mdn=MDNConfig(hidden=32, depth=2, num_components=5, num_bins=32, low=Y_LOW, high=Y_HIGH),
+        quantile=QuantileConfig(hidden=32, depth=2, num_taus=4),
         moons_n=2000,
-        moons_components=5,
-        moons_steps=100,
-        time_limit=30,
+        moons=MDN2DConfig(num_components=5, hidden=32, depth=2),
+        density_fit=_schedule(150, 200, 10, lr=3e-3, batch_size=256, time_limit=30),
+        mse_fit=_schedule(100, 100, 5, lr=3e-3, batch_size=256, time_limit=30),
+        quantile_fit=_schedule(100, 200, 5, lr=3e-3, batch_size=256, time_limit=30),
+        moons_fit=_schedule(100, 100, 5, lr=3e-3, batch_size=256, time_limit=30),
+        quantile_eval_points=2000,
     ),
-    "cpu": Ch03Sizes(
+    "cpu": Ch03Run(
         n_train=40_000,
         n_test=20_000,
-        hidden=64,
-        depth=2,
-        components=8,
-        bins=64,
-        steps=5000,
-        batch=512,
-        lr=3e-3,
-        mse_steps=2000,
-        quantile_steps=4000,
-        quantile_taus=8,
+        mdn=MDNConfig(hidden=64, depth=2, num_components=8, num_bins=64, low=Y_LOW, high=Y_HIGH),
+        quantile=QuantileConfig(hidden=64, depth=2, num_taus=8),
         moons_n=20_000,
-        moons_components=8,
-        moons_steps=2000,
-        time_limit=180,
+        moons=MDN2DConfig(num_components=8, hidden=64, depth=2),
+        density_fit=_schedule(5000, 200, 10, lr=3e-3, batch_size=512, time_limit=180),
+        mse_fit=_schedule(2000, 100, 5, lr=3e-3, batch_size=512, time_limit=180),
+        quantile_fit=_schedule(4000, 200, 5, lr=3e-3, batch_size=512, time_limit=180),
+        moons_fit=_schedule(2000, 100, 5, lr=3e-3, batch_size=512, time_limit=180),
+        quantile_eval_points=5000,
     ),
-    "gpu": Ch03Sizes(
+    "gpu": Ch03Run(
         n_train=200_000,
         n_test=50_000,
-        hidden=128,
-        depth=3,
-        components=10,
-        bins=128,
-        steps=8000,
-        batch=2048,
-        lr=2e-3,
-        mse_steps=2000,
-        quantile_steps=8000,
-        quantile_taus=16,
+        mdn=MDNConfig(hidden=128, depth=3, num_components=10, num_bins=128, low=Y_LOW, high=Y_HIGH),
+        quantile=QuantileConfig(hidden=128, depth=3, num_taus=16),
         moons_n=100_000,
-        moons_components=10,
-        moons_steps=5000,
-        time_limit=25,  # per fit: 4 fits (inverse sine) or 3 (two moons) well inside 2 minutes
+        moons=MDN2DConfig(num_components=10, hidden=128, depth=3),
+        # time limits per fit: 4 fits (inverse sine) or 3 (two moons) well inside 2 minutes
+        density_fit=_schedule(8000, 200, 10, lr=2e-3, batch_size=2048, time_limit=25),
+        mse_fit=_schedule(2000, 100, 5, lr=2e-3, batch_size=2048, time_limit=25),
+        quantile_fit=_schedule(8000, 200, 5, lr=2e-3, batch_size=2048, time_limit=25),
+        moons_fit=_schedule(5000, 100, 5, lr=2e-3, batch_size=2048, time_limit=25),
+        quantile_eval_points=5000,
     ),
 }
 
@@ -134,120 +129,77 @@ QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 # ----------------------------------------------------------------------------- data and training
 
 
-def use_one_thread_on_cpu(device: torch.device | str) -> None:
-    """These networks multiply 64x64 matrices: on a CPU, thread hand-offs cost more than they
-    save (ten times more on a busy two-core machine), so run them on one thread."""
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
-
-
-def minibatches(*tensors: torch.Tensor, batch: int, generator: torch.Generator) -> Iterator[tuple]:
-    """Random minibatches (with replacement between batches) of equally long tensors, forever."""
-    n = tensors[0].shape[0]
-    while True:
-        idx = torch.randint(0, n, (batch,), generator=generator).to(tensors[0].device)
-        yield tuple(t[idx] for t in tensors)
-
-
-def _fit(model, loss_fn, batches, steps: int, desc: str, progress: bool, **kwargs) -> History:
-    """:func:`arnb.train.train` with a progress bar over the minibatches that refreshes at most
-    every two seconds (so an executed notebook stores a few lines, not one per step)."""
-    bar = tqdm(batches, total=steps, desc=desc, mininterval=2.0, disable=not progress)
-    try:
-        return train(model, loss_fn, bar, steps=steps, progress=False, **kwargs)
-    finally:
-        bar.close()
-
-
-def make_inverse_sine(sizes: Ch03Sizes, seed: int = 0, device: torch.device | str = "cpu") -> dict:
+def make_inverse_sine(run: Ch03Run, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     """Train and test sets of the inverse-sine problem with unit-variance noise, on ``device``."""
     g = torch.Generator().manual_seed(seed)
-    x, y = inverse_sine(sizes.n_train, NOISE_STD, generator=g)
-    xt, yt = inverse_sine(sizes.n_test, NOISE_STD, generator=g)
+    x, y = inverse_sine(run.n_train, NOISE_STD, generator=g)
+    xt, yt = inverse_sine(run.n_test, NOISE_STD, generator=g)
     return {"x": x.to(device), "y": y.to(device), "x_test": xt.to(device), "y_test": yt.to(device)}
 
 
+def _pairs(data: dict, schedule: Schedule, seed: int) -> Minibatches:
+    return Minibatches(data["x"], data["y"], batch_size=schedule.batch_size, seed=seed)
+
+
 def fit_mse(
-    sizes: Ch03Sizes, data: dict, seed: int = 0, progress: bool = True
+    run: Ch03Run, data: dict, seed: int = 0, progress: bool = True
 ) -> tuple[MSERegressor, History]:
     torch.manual_seed(seed)
-    model = MSERegressor(1, sizes.hidden, sizes.depth).to(data["x"].device)
-    g = torch.Generator().manual_seed(seed)
-    hist = _fit(
+    model = MSERegressor(run.mdn).to(data["x"].device)
+    hist = train(
         model,
-        lambda m, b: m.loss(b[1], b[0]),
-        minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        sizes.mse_steps,
-        "MSE regressor",
-        progress,
-        lr=sizes.lr,
-        warmup=100,
-        eval_fn=lambda m: {"mse": m.loss(data["y_test"], data["x_test"])},
-        eval_every=max(1, sizes.mse_steps // 5),
-        time_limit=sizes.time_limit,
+        lambda m, b: m.mse(b[1], context=b[0]),
+        _pairs(data, run.mse_fit, seed),
+        run.mse_fit,
+        eval_fn=lambda m: {"mse": m.mse(data["y_test"], context=data["x_test"])},
+        progress=progress,
+        desc="MSE regressor",
     )
     return model, hist
 
 
 def fit_density(
-    sizes: Ch03Sizes, data: dict, head: str = "mixture", seed: int = 0, progress: bool = True
+    run: Ch03Run, data: dict, head: str = "mixture", seed: int = 0, progress: bool = True
 ) -> tuple[ConditionalDensityNet, History]:
     """Train an MDN (``head="mixture"``) or a categorical over bins (``head="bins"``) by NLL."""
     torch.manual_seed(seed)
-    config = MDNConfig(
-        hidden=sizes.hidden,
-        depth=sizes.depth,
-        head=head,
-        num_components=sizes.components,
-        num_bins=sizes.bins,
-        low=Y_LOW,
-        high=Y_HIGH,
-    )
+    config = replace(run.mdn, head=head)
     model = (MDN(config) if head == "mixture" else ConditionalDensityNet(config)).to(
         data["x"].device
     )
-    g = torch.Generator().manual_seed(seed)
-    hist = _fit(
+    hist = train(
         model,
-        lambda m, b: m.nll(b[1], b[0]),
-        minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        sizes.steps,
-        "MDN" if head == "mixture" else "bins",
-        progress,
-        lr=sizes.lr,
-        warmup=200,
-        eval_fn=lambda m: {"nll": m.nll(data["y_test"], data["x_test"])},
-        eval_every=max(1, sizes.steps // 10),
-        time_limit=sizes.time_limit,
+        lambda m, b: m.nll(b[1], context=b[0]),
+        _pairs(data, run.density_fit, seed),
+        run.density_fit,
+        eval_fn=lambda m: {"nll": m.nll(data["y_test"], context=data["x_test"])},
+        progress=progress,
+        desc="MDN" if head == "mixture" else "bins",
     )
     return model, hist
 
 
 def fit_quantile(
-    sizes: Ch03Sizes, data: dict, seed: int = 0, progress: bool = True
+    run: Ch03Run, data: dict, seed: int = 0, progress: bool = True
 ) -> tuple[QuantileNet, History]:
     """Train an implicit quantile network with the pinball loss, fresh taus every step."""
     torch.manual_seed(seed)
-    model = QuantileNet(1, sizes.hidden, sizes.depth).to(data["x"].device)
-    g = torch.Generator().manual_seed(seed)
+    model = QuantileNet(run.quantile).to(data["x"].device)
     g_tau = torch.Generator().manual_seed(seed + 1)
     taus = torch.tensor(QUANTILE_LEVELS)
-    hist = _fit(
+    k = run.quantile_eval_points
+    hist = train(
         model,
-        lambda m, b: m.loss(b[1], b[0], sizes.quantile_taus, g_tau),
-        minibatches(data["x"], data["y"], batch=sizes.batch, generator=g),
-        sizes.quantile_steps,
-        "IQN",
-        progress,
-        lr=sizes.lr,
-        warmup=200,
+        lambda m, b: m.quantile_loss(b[1], context=b[0], generator=g_tau),
+        _pairs(data, run.quantile_fit, seed),
+        run.quantile_fit,
         eval_fn=lambda m: {
             "quantile_loss": quantile_score(
-                lambda x, t: m(x, t), data["x_test"][:5000], data["y_test"][:5000], taus
+                lambda x, t: m(x, t), data["x_test"][:k], data["y_test"][:k], taus
             )
         },
-        eval_every=max(1, sizes.quantile_steps // 5),
-        time_limit=sizes.time_limit,
+        progress=progress,
+        desc="IQN",
     )
     return model, hist
 
@@ -287,16 +239,16 @@ def evaluate_inverse_sine(
     floor = inverse_sine_bayes_floor(NOISE_STD)
     oracle = float(-inverse_sine_log_prob(yt, xt, NOISE_STD).mean())
     # the regressor read as a Gaussian whose sigma is its training RMS residual (its best sigma)
-    sigma = float(((mse(x) - y) ** 2).mean().sqrt())
-    mse_nll = float(-mse.gaussian_log_prob(yt, xt, sigma).mean())
-    mdn_nll, bins_nll = float(mdn.nll(yt, xt)), float(bins.nll(yt, xt))
+    sigma = float(mse.mse(y, context=x).sqrt())
+    mse_nll = float(-mse.gaussian_log_prob(yt, context=xt, sigma=sigma).mean())
+    mdn_nll, bins_nll = float(mdn.nll(yt, context=xt)), float(bins.nll(yt, context=xt))
     taus = torch.linspace(0.02, 0.98, 25)
     xq, yq = xt[:quantile_points], yt[:quantile_points]
     return {
         "noise_std": NOISE_STD,
         "bayes_floor_nats": floor,
         "true_model_test_nll": oracle,
-        "mse_test_mse": float(mse.loss(yt, xt)),
+        "mse_test_mse": float(mse.mse(yt, context=xt)),
         "mse_as_gaussian_test_nll": mse_nll,
         "mdn_test_nll": mdn_nll,
         "mdn_gap_to_floor": mdn_nll - floor,
@@ -323,9 +275,8 @@ def plot_regression(data: dict, mse: MSERegressor, mdn: MDN, ax=None, n: int = 3
     ax.plot(grid[:, 0].cpu(), mse(grid).cpu(), "r-", lw=2, label="MSE regressor")
     g = torch.Generator().manual_seed(1)
     xs = data["x_test"][:n]
-    ax.scatter(
-        xs[:, 0].cpu(), mdn.sample(xs, g).cpu(), s=2, alpha=0.3, color="C0", label="MDN samples"
-    )
+    ys = mdn.sample(len(xs), context=xs, generator=g).cpu()
+    ax.scatter(xs[:, 0].cpu(), ys, s=2, alpha=0.3, color="C0", label="MDN samples")
     ax.set_xlabel("x")
     ax.set_ylabel("y")
     ax.legend(markerscale=4, loc="upper left")
@@ -351,7 +302,7 @@ def plot_conditionals(models: dict, x_values=(-8.0, -2.0, 0.0, 5.0), axes=None):
             )
             xs = torch.full((len(yg), 1), xv, device=dev)
             dens = torch.zeros_like(ys)
-            dens[inside] = m.log_prob(ys[inside], xs[inside]).exp()
+            dens[inside] = m.log_prob(ys[inside], context=xs[inside]).exp()
             ax.plot(yg, dens.cpu(), color=f"C{k}", lw=1.5, label=name)
         ax.set_title(f"x = {xv:g}")
         ax.set_xlabel("y")
@@ -384,16 +335,21 @@ def plot_quantiles(iqn: QuantileNet, data: dict, ax=None, taus=QUANTILE_LEVELS, 
 # ----------------------------------------------------------------------------- two moons
 
 
-def make_moons(sizes: Ch03Sizes, seed: int = 0, device: torch.device | str = "cpu") -> dict:
+def make_moons(run: Ch03Run, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed + 100)
     return {
-        "train": two_moons(sizes.moons_n, 0.1, g).to(device),
-        "test": two_moons(max(2000, sizes.moons_n // 4), 0.1, g).to(device),
+        "train": two_moons(run.moons_n, 0.1, g).to(device),
+        "test": two_moons(max(2000, run.moons_n // 4), 0.1, g).to(device),
     }
 
 
+def moons_nll(model: AutoregressiveMDN2D, points: torch.Tensor) -> float:
+    """Mean NLL per 2-D point in nats (``model.nll`` is per coordinate, half of it)."""
+    return float(-model.log_prob(points).mean())
+
+
 def fit_moons(
-    sizes: Ch03Sizes,
+    run: Ch03Run,
     moons: dict,
     order=(0, 1),
     independent: bool = False,
@@ -401,23 +357,17 @@ def fit_moons(
     progress: bool = True,
 ) -> tuple[AutoregressiveMDN2D, History]:
     torch.manual_seed(seed)
-    model = AutoregressiveMDN2D(
-        sizes.moons_components, sizes.hidden, sizes.depth, order=order, independent=independent
-    ).to(moons["train"].device)
-    g = torch.Generator().manual_seed(seed)
+    config = replace(run.moons, order=order, independent=independent)
+    model = AutoregressiveMDN2D(config).to(moons["train"].device)
     name = "independent" if independent else f"order {order}"
-    hist = _fit(
+    hist = train(
         model,
-        lambda m, b: m.nll(b[0]),
-        minibatches(moons["train"], batch=sizes.batch, generator=g),
-        sizes.moons_steps,
-        f"2-D MDN, {name}",
-        progress,
-        lr=sizes.lr,
-        warmup=100,
-        eval_fn=lambda m: {"nll": m.nll(moons["test"])},
-        eval_every=max(1, sizes.moons_steps // 5),
-        time_limit=sizes.time_limit,
+        lambda m, b: m.nll(b),
+        Minibatches(moons["train"], batch_size=run.moons_fit.batch_size, seed=seed),
+        run.moons_fit,
+        eval_fn=lambda m: {"nll": moons_nll(m, moons["test"])},
+        progress=progress,
+        desc=f"2-D MDN, {name}",
     )
     return model, hist
 
@@ -449,14 +399,13 @@ def plot_moons(moons: dict, models: dict, n: int = 2000, axes=None):
 
 @recipe("ch03-inverse-sine", "MSE vs MDN vs bins vs implicit quantiles on the inverse-sine problem")
 def run_inverse_sine(setup: Setup, out: Path) -> dict:
-    sizes = pick(SIZES, setup.profile)
-    use_one_thread_on_cpu(setup.device)
-    data = make_inverse_sine(sizes, setup.seed, setup.device)
-    mse, h_mse = fit_mse(sizes, data, setup.seed, progress=False)
-    mdn, h_mdn = fit_density(sizes, data, "mixture", setup.seed, progress=False)
-    bins, h_bins = fit_density(sizes, data, "bins", setup.seed, progress=False)
-    iqn, h_iqn = fit_quantile(sizes, data, setup.seed, progress=False)
-    metrics = evaluate_inverse_sine(data, mse, mdn, bins, iqn)
+    run = pick(SIZES, setup.profile)
+    data = make_inverse_sine(run, setup.seed, setup.device)
+    mse, h_mse = fit_mse(run, data, setup.seed, progress=False)
+    mdn, h_mdn = fit_density(run, data, "mixture", setup.seed, progress=False)
+    bins, h_bins = fit_density(run, data, "bins", setup.seed, progress=False)
+    iqn, h_iqn = fit_quantile(run, data, setup.seed, progress=False)
+    metrics = evaluate_inverse_sine(data, mse, mdn, bins, iqn, run.quantile_eval_points)
     metrics.update(
         {
             "mdn_steps_done": h_mdn.step[-1] + 1,
@@ -496,9 +445,8 @@ def run_inverse_sine(setup: Setup, out: Path) -> dict:
     "2-D autoregressive MDN p(x1) p(x2|x1) on two moons vs the product of marginals",
 )
 def run_two_moons(setup: Setup, out: Path) -> dict:
-    sizes = pick(SIZES, setup.profile)
-    use_one_thread_on_cpu(setup.device)
-    moons = make_moons(sizes, setup.seed, setup.device)
+    run = pick(SIZES, setup.profile)
+    moons = make_moons(run, setup.seed, setup.device)
     variants = {
         "p(x1) p(x2|x1)": dict(order=(0, 1)),
         "p(x2) p(x1|x2)": dict(order=(1, 0)),
@@ -506,9 +454,9 @@ def run_two_moons(setup: Setup, out: Path) -> dict:
     }
     models, metrics = {}, {}
     for name, kw in variants.items():
-        models[name], hist = fit_moons(sizes, moons, seed=setup.seed, progress=False, **kw)
+        models[name], hist = fit_moons(run, moons, seed=setup.seed, progress=False, **kw)
         with torch.no_grad():
-            metrics[f"test_nll[{name}]"] = float(models[name].nll(moons["test"]))
+            metrics[f"test_nll[{name}]"] = moons_nll(models[name], moons["test"])
     fig, axes = plt.subplots(1, 4, figsize=(13, 3), sharex=True, sharey=True)
     plot_moons(moons, models, axes=axes)
     save_figure(fig, out, "two_moons_samples")

@@ -14,8 +14,7 @@ so they compare across models and profiles but not across data sets.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,101 +23,99 @@ import torch
 
 from ..config import Setup, pick
 from ..data import load_sketch_strokes
-from ..data.handwriting import ALPHABET, load_handwriting
+from ..data.handwriting import load_handwriting
 from ..data.stroke_batches import StrokeBatches, prepare_strokes, stroke_scale
+from ..distributions import bivariate_normal_log_prob
 from ..models.handwriting_synthesis import HandwritingSynthesis, SynthesisConfig
-from ..models.rnn_mdn import RNNMDN, ContextFreeMixture, bivariate_normal_log_prob
+from ..models.rnn_mdn import RNNMDN, ContextFreeMixture, RNNMDNConfig
 from ..plotting import draw_strokes, plot_history, save_figure
-from ..train import History, train
+from ..train import History, Schedule, evaluate_nll, train
 from . import recipe
 
 
 @dataclass(frozen=True)
-class Ch04Sizes:
-    """Everything chapter 4 sizes by profile (``None`` = the whole split)."""
+class Ch04Run:
+    """Everything chapter 4 sizes by profile (``None`` = the whole split).
 
-    hidden: int  # LSTM width of the RNN-MDNs
-    components: int  # mixture components M of the RNN-MDN and the context-free baseline
-    batch_size: int
-    steps: int  # optimiser steps per model (the same for the RNN-MDN and the M = 1 baseline)
-    lr: float
-    max_len: int  # longer Omniglot drawings are dropped (train and test alike)
+    ``model`` sizes the RNN-MDN; the context-free mixture takes its ``components`` and the
+    unimodal Gaussian RNN is the same config with ``components=1``. ``sigma_floor`` is in
+    normalised units: about 0.05 raw Omniglot units, 0.003 font units. Each schedule's
+    ``time_limit`` is a safety net (a recipe trains three models) that normally never fires.
+    """
+
+    model: RNNMDNConfig
+    fit: Schedule  # the RNN-MDN and the M = 1 Gaussian RNN
+    baseline_fit: Schedule  # the context-free mixture: ~121 parameters, a larger step is safe
+    synthesis: SynthesisConfig
+    synthesis_fit: Schedule
+    max_len: int  # longer drawings are dropped (train and test alike)
     train_size: int | None  # training sequences used per data set
     eval_size: int | None  # held-out sequences evaluated
-    synth_hidden: int
-    synth_steps: int
-    synth_batch: int
-    synth_lr: float
-    time_limit: (
-        float  # seconds per stroke-model training run: a safety net that normally never fires
-    )
-    synth_time_limit: float  # the same for the synthesis model
+    synthesis_valid_size: int  # validation drawings scored during synthesis training
 
 
 SIZES = {
-    "smoke": Ch04Sizes(
-        hidden=16,
-        components=3,
-        batch_size=8,
-        steps=4,
-        lr=3e-3,
+    "smoke": Ch04Run(
+        model=RNNMDNConfig(hidden=16, components=3, sigma_floor=1e-3),
+        fit=Schedule(steps=4, lr=3e-3, batch_size=8, warmup=1, eval_every=1, time_limit=60),
+        baseline_fit=Schedule(
+            steps=4, lr=3e-2, batch_size=8, warmup=1, eval_every=1, time_limit=15
+        ),
+        synthesis=SynthesisConfig(hidden=16, components=3, sigma_floor=1e-3),
+        synthesis_fit=Schedule(
+            steps=3, lr=3e-3, batch_size=4, warmup=1, eval_every=1, time_limit=60
+        ),
         max_len=100,
         train_size=64,
         eval_size=32,
-        synth_hidden=16,
-        synth_steps=3,
-        synth_batch=4,
-        synth_lr=3e-3,
-        time_limit=60,
-        synth_time_limit=60,
+        synthesis_valid_size=200,
     ),
-    "cpu": Ch04Sizes(
-        hidden=128,
-        components=20,
-        batch_size=32,
-        steps=700,
-        lr=3e-3,
+    "cpu": Ch04Run(
+        model=RNNMDNConfig(hidden=128, components=20, sigma_floor=1e-3),
+        fit=Schedule(steps=700, lr=3e-3, batch_size=32, warmup=50, eval_every=140, time_limit=240),
+        baseline_fit=Schedule(
+            steps=700, lr=3e-2, batch_size=32, warmup=50, eval_every=140, time_limit=60
+        ),
+        synthesis=SynthesisConfig(hidden=128, components=20, sigma_floor=1e-3),
+        synthesis_fit=Schedule(
+            steps=450, lr=3e-3, batch_size=32, warmup=46, eval_every=90, time_limit=300
+        ),
         max_len=100,
         train_size=None,
         eval_size=None,
-        synth_hidden=128,
-        synth_steps=450,
-        synth_batch=32,
-        synth_lr=3e-3,
-        time_limit=240,
-        synth_time_limit=300,
+        synthesis_valid_size=200,
     ),
-    "gpu": Ch04Sizes(
-        hidden=256,
-        components=20,
-        batch_size=128,
-        steps=3000,
-        lr=2e-3,
+    "gpu": Ch04Run(
+        model=RNNMDNConfig(hidden=256, components=20, sigma_floor=1e-3),
+        fit=Schedule(
+            steps=3000, lr=2e-3, batch_size=128, warmup=50, eval_every=600, time_limit=130
+        ),
+        baseline_fit=Schedule(
+            steps=3000, lr=2e-2, batch_size=128, warmup=50, eval_every=600, time_limit=32.5
+        ),
+        synthesis=SynthesisConfig(hidden=256, components=20, sigma_floor=1e-3),
+        synthesis_fit=Schedule(
+            steps=3000, lr=2e-3, batch_size=64, warmup=50, eval_every=600, time_limit=270
+        ),
         max_len=100,
         train_size=None,
         eval_size=None,
-        synth_hidden=256,
-        synth_steps=3000,
-        synth_batch=64,
-        synth_lr=2e-3,
-        time_limit=130,
-        synth_time_limit=270,
+        synthesis_valid_size=200,
     ),
 }
 
 DATASETS = ("omniglot", "handwriting")
 DEQUANTIZE = {"omniglot": 1.0, "handwriting": 0.0}  # Omniglot coordinates are integers
-SIGMA_FLOOR = 1e-3  # in normalised units: about 0.05 raw Omniglot units, 0.003 font units
 
 
-def load_stroke_data(name: str, sizes: Ch04Sizes, seed: int = 0) -> dict:
+def load_stroke_data(name: str, run: Ch04Run, seed: int = 0) -> dict:
     """Normalised train / valid / test stroke lists of ``name`` (plus texts for handwriting).
 
     Returns ``{"name", "scale", "train", "valid", "test", "texts_train", ...}``. The scale does
     not depend on the profile: all of Omniglot's training split, the first 1000 generated
     training words for handwriting.
     """
-    splits = {"train": sizes.train_size, "valid": sizes.eval_size, "test": sizes.eval_size}
+    splits = {"train": run.train_size, "valid": run.eval_size, "test": run.eval_size}
     if name == "omniglot":
         raw = {s: load_sketch_strokes("omniglot", s) for s in splits}
         texts = {s: None for s in splits}
@@ -132,11 +129,11 @@ def load_stroke_data(name: str, sizes: Ch04Sizes, seed: int = 0) -> dict:
         raise ValueError(f"unknown stroke data set {name!r}; have {DATASETS}")
     out = {"name": name, "scale": scale}
     for k, (split, limit) in enumerate(splits.items()):
-        keep = [i for i, s in enumerate(raw[split]) if len(s) <= sizes.max_len][:limit]
+        keep = [i for i, s in enumerate(raw[split]) if len(s) <= run.max_len][:limit]
         out[split] = prepare_strokes(
             [raw[split][i] for i in keep],
             scale,
-            sizes.max_len,
+            run.max_len,
             dequantize=DEQUANTIZE[name],
             seed=seed * 10 + k,
         )
@@ -144,86 +141,58 @@ def load_stroke_data(name: str, sizes: Ch04Sizes, seed: int = 0) -> dict:
     return out
 
 
-@torch.no_grad()
-def nll_per_point(
+def stroke_nll(
     model, seqs: list[np.ndarray], texts: list[str] | None = None, batch_size: int = 256
 ) -> float:
-    """Exact mean NLL per point (nats) of ``model`` over every point of ``seqs`` (float32, no autocast)."""
-    was_training = model.training
-    model.eval()
-    data = StrokeBatches(
-        seqs, batch_size, texts=texts, alphabet=ALPHABET if texts is not None else None
-    )
-    total, count = 0.0, 0
-    for batch in data.in_order():
-        x, mask = batch[0].to(model.device), batch[1].to(model.device)
-        if texts is None:
-            lp = model.point_log_prob(x, mask)
-        else:
-            lp = model.point_log_prob(x, (batch[2], batch[3]), mask)
-        total -= float(lp.sum())
-        count += int(mask.sum())
-    model.train(was_training)
-    return total / count
+    """Exact mean NLL per point (nats) of ``model`` over every point of ``seqs``."""
+    batches = StrokeBatches(seqs, batch_size, texts=texts).in_order()
+    return evaluate_nll(model, batches)["nats_per_dim"]
 
 
-def make_models(sizes: Ch04Sizes, seed: int = 0) -> dict[str, torch.nn.Module]:
-    """The chapter's three models, freshly initialised from ``seed``: the RNN-MDN and its two baselines."""
+def make_models(run: Ch04Run, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """The chapter's three models, freshly initialised from ``seed``: the RNN-MDN and its two
+    baselines."""
     torch.manual_seed(seed)
     return {
-        "context-free mixture": ContextFreeMixture(
-            components=sizes.components, sigma_floor=SIGMA_FLOOR
-        ),
-        "Gaussian RNN (M=1)": RNNMDN(hidden=sizes.hidden, components=1, sigma_floor=SIGMA_FLOOR),
-        f"RNN-MDN (M={sizes.components})": RNNMDN(
-            hidden=sizes.hidden, components=sizes.components, sigma_floor=SIGMA_FLOOR
-        ),
+        "context-free mixture": ContextFreeMixture(run.model),
+        "Gaussian RNN (M=1)": RNNMDN(replace(run.model, components=1)),
+        f"RNN-MDN (M={run.model.components})": RNNMDN(run.model),
     }
 
 
 def _stroke_loss(model, batch) -> torch.Tensor:
-    x, mask = batch
-    return model.nll_per_point(x, mask)
+    x, cond = batch
+    return model.nll(x, **cond)
 
 
 def fit_stroke_model(
-    model, data: dict, sizes: Ch04Sizes, device, seed: int = 0, progress: bool = True
+    model, data: dict, run: Ch04Run, device, seed: int = 0, progress: bool = True
 ) -> History:
     """Train one unconditional stroke model on ``data["train"]``, evaluating on ``data["valid"]``."""
     model.to(device)
     torch.manual_seed(seed)
-    batches = StrokeBatches(data["train"], sizes.batch_size, seed=seed)
-    # the context-free mixture has ~121 parameters: a larger step size costs nothing there, and it
-    # needs only a fraction of the time budget
-    tiny = isinstance(model, ContextFreeMixture)
-    lr = sizes.lr * (10 if tiny else 1)
+    schedule = run.baseline_fit if isinstance(model, ContextFreeMixture) else run.fit
     return train(
         model,
         _stroke_loss,
-        batches,
-        steps=sizes.steps,
-        lr=lr,
-        warmup=min(50, sizes.steps // 10 + 1),
-        eval_fn=lambda m: {"valid_nll": nll_per_point(m, data["valid"])},
-        eval_every=max(1, sizes.steps // 5),
+        StrokeBatches(data["train"], schedule.batch_size, seed=seed),
+        schedule,
+        eval_fn=lambda m: {"valid_nll": stroke_nll(m, data["valid"])},
         progress=progress,
-        time_limit=sizes.time_limit / 4
-        if tiny
-        else sizes.time_limit,  # a recipe runs three of these
+        desc=type(model).__name__,
     )
 
 
-def compare_models(
-    data: dict, sizes: Ch04Sizes, device, seed: int = 0, progress: bool = True
-) -> dict:
-    """Train the three models on one data set; ``{name: {"model", "history", "test_nll", "params"}}``."""
+def compare_models(data: dict, run: Ch04Run, device, seed: int = 0, progress: bool = True) -> dict:
+    """Train the three models on one data set: ``{name: {"model", "history", "test_nll",
+    "params"}}``."""
     results = {}
-    for name, model in make_models(sizes, seed).items():
-        hist = fit_stroke_model(model, data, sizes, device, seed=seed, progress=progress)
+    for name, model in make_models(run, seed).items():
+        hist = fit_stroke_model(model, data, run, device, seed=seed, progress=progress)
         results[name] = {
             "model": model,
             "history": hist,
-            "test_nll": nll_per_point(model, data["test"]),
+            "test_nll": stroke_nll(model, data["test"]),
             "params": model.num_parameters(),
         }
     return results
@@ -282,13 +251,16 @@ def loss_figure(results: dict, title: str):
 def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
     """A figure: a drawing so far and the model's density of the next pen position, at ``num`` steps.
 
-    The log density of the move ``(dx, dy)`` (from :func:`~arnb.models.rnn_mdn.bivariate_normal_log_prob`)
-    is shaded over its top 8 nats around the current pen position (black cross); the red dot is where the drawing
-    actually went next. The title gives the step and the probability that the pen lifts after it.
+    The log density of the move ``(dx, dy)`` (from
+    :func:`~arnb.distributions.bivariate_normal_log_prob`) is shaded over its top 8 nats around
+    the current pen position (black cross); the red dot is where the drawing actually went
+    next. The title gives the step and the probability that the pen lifts after it.
     """
     x = torch.as_tensor(np.asarray(seq, dtype=np.float32))
     steps = np.linspace(3, len(x) - 1, num).round().astype(int) if len(x) > 4 else [len(x) - 1]
-    params = model.params(x[None].to(model.device)).map(lambda v: v[0].float().cpu())
+    with torch.no_grad():
+        params = model.conditionals(x[None].to(model.device, model.dtype))
+    params = params.map(lambda v: v[0].float().cpu())
     pos = x[:, :2].cumsum(0)
     fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps), 2.6), squeeze=False)
     for ax, t in zip(axes[0], steps):
@@ -321,13 +293,13 @@ def _median_length(seqs) -> int:
 
 
 def _run_dataset(name: str, setup: Setup, out: Path) -> dict:
-    sizes = pick(SIZES, setup.profile)
-    data = load_stroke_data(name, sizes, seed=setup.seed)
-    results = compare_models(data, sizes, setup.device, seed=setup.seed, progress=False)
+    run = pick(SIZES, setup.profile)
+    data = load_stroke_data(name, run, seed=setup.seed)
+    results = compare_models(data, run, setup.device, seed=setup.seed, progress=False)
     fig = loss_figure(results, name)
     save_figure(fig, out, f"{name}_valid_nll")
     plt.close(fig)
-    best = results[f"RNN-MDN (M={sizes.components})"]["model"]
+    best = results[f"RNN-MDN (M={run.model.components})"]["model"]
     fig = sample_grid(best, length=_median_length(data["train"]), seed=setup.seed)
     save_figure(fig, out, f"{name}_samples_bias_temperature")
     plt.close(fig)
@@ -347,8 +319,6 @@ def _run_dataset(name: str, setup: Setup, out: Path) -> dict:
         metrics[f"{key}_params"] = r["params"]
         metrics[f"{key}_steps"] = r["history"].eval_step[-1] if r["history"].eval_step else 0
         metrics[f"{key}_train_seconds"] = round(r["history"].seconds, 1)
-        if not all(math.isfinite(v) for v in r["history"].train):
-            raise FloatingPointError(f"{model_name}: a non-finite training loss")
     return metrics
 
 
@@ -370,25 +340,16 @@ def rnn_mdn_handwriting(setup: Setup, out: Path) -> dict:
 # --- handwriting synthesis -------------------------------------------------------------------------
 
 
-def _synth_loss(model, batch) -> torch.Tensor:
-    x, mask, ids, tmask = batch
-    return model.nll_per_point(x, (ids, tmask), mask)
-
-
-def make_synthesis(sizes: Ch04Sizes, seed: int = 0) -> HandwritingSynthesis:
+def make_synthesis(run: Ch04Run, seed: int = 0) -> HandwritingSynthesis:
     """The synthesis model, freshly initialised from ``seed``."""
     torch.manual_seed(seed)
-    return HandwritingSynthesis(
-        SynthesisConfig(
-            hidden=sizes.synth_hidden, components=sizes.components, sigma_floor=SIGMA_FLOOR
-        )
-    )
+    return HandwritingSynthesis(run.synthesis)
 
 
 def fit_synthesis(
     model: HandwritingSynthesis,
     data: dict,
-    sizes: Ch04Sizes,
+    run: Ch04Run,
     device,
     seed: int = 0,
     progress: bool = True,
@@ -396,25 +357,20 @@ def fit_synthesis(
     """Train the synthesis model on ``data`` (from ``load_stroke_data("handwriting", ...)``)."""
     model.to(device)
     torch.manual_seed(seed)
+    schedule = run.synthesis_fit
     batches = StrokeBatches(
-        data["train"],
-        sizes.synth_batch,
-        seed=seed,
-        texts=data["texts_train"],
-        alphabet=model.config.alphabet,
+        data["train"], schedule.batch_size, seed=seed, texts=data["texts_train"]
     )
-    valid = (data["valid"][:200], data["texts_valid"][:200])
+    k = run.synthesis_valid_size
+    valid = (data["valid"][:k], data["texts_valid"][:k])
     return train(
         model,
-        _synth_loss,
+        _stroke_loss,
         batches,
-        steps=sizes.synth_steps,
-        lr=sizes.synth_lr,
-        warmup=min(50, sizes.synth_steps // 10 + 1),
-        eval_fn=lambda m: {"valid_nll": nll_per_point(m, *valid)},
-        eval_every=max(1, sizes.synth_steps // 5),
+        schedule,
+        eval_fn=lambda m: {"valid_nll": stroke_nll(m, *valid)},
         progress=progress,
-        time_limit=sizes.synth_time_limit,
+        desc="synthesis",
     )
 
 
@@ -431,7 +387,7 @@ def writing_figure(
     for row, b in zip(axes, biases):
         for ax, text in zip(row, phrases):
             g = torch.Generator().manual_seed(seed)
-            x, (lengths, _) = model.sample(1, text=text, generator=g, bias=b, return_attention=True)
+            x, lengths, _ = model.sample_with_attention(1, text=text, generator=g, bias=b)
             draw_strokes(x[0, : max(1, int(lengths[0]))].cpu(), ax, lw=1.0)
         row[0].text(-0.05, 0.5, f"b={b:g}", transform=row[0].transAxes, ha="right", va="center")
     for ax, text in zip(axes[0], phrases):
@@ -444,7 +400,7 @@ def attention_figure(
 ):
     """A figure: the drawing and, below it, the window weights phi(t, u) over time t and characters u."""
     g = torch.Generator().manual_seed(seed)
-    x, (lengths, phi) = model.sample(1, text=text, generator=g, bias=bias, return_attention=True)
+    x, lengths, phi = model.sample_with_attention(1, text=text, generator=g, bias=bias)
     n = max(1, int(lengths[0]))
     fig, (top, bottom) = plt.subplots(
         2, 1, figsize=(7, 4.5), gridspec_kw={"height_ratios": [1, 1.4]}
@@ -471,10 +427,10 @@ def attention_figure(
     "text-conditional RNN-MDN with a soft attention window (Graves 2013, sec. 5)",
 )
 def handwriting_synthesis(setup: Setup, out: Path) -> dict:
-    sizes = pick(SIZES, setup.profile)
-    data = load_stroke_data("handwriting", sizes, seed=setup.seed)
-    model = make_synthesis(sizes, setup.seed)
-    hist = fit_synthesis(model, data, sizes, setup.device, seed=setup.seed, progress=False)
+    run = pick(SIZES, setup.profile)
+    data = load_stroke_data("handwriting", run, seed=setup.seed)
+    model = make_synthesis(run, setup.seed)
+    hist = fit_synthesis(model, data, run, setup.device, seed=setup.seed, progress=False)
     fig, ax = plt.subplots(figsize=(5, 3))
     plot_history(hist, "valid_nll", ax=ax, ylabel="NLL (nats / point)")
     save_figure(fig, out, "synthesis_loss")
@@ -485,10 +441,8 @@ def handwriting_synthesis(setup: Setup, out: Path) -> dict:
     ):
         save_figure(fig, out, name)
         plt.close(fig)
-    if not all(math.isfinite(v) for v in hist.train):
-        raise FloatingPointError("synthesis: a non-finite training loss")
     return {
-        "synthesis_test_nll_per_point": nll_per_point(model, data["test"], data["texts_test"]),
+        "synthesis_test_nll_per_point": stroke_nll(model, data["test"], data["texts_test"]),
         "synthesis_params": model.num_parameters(),
         "synthesis_steps": hist.eval_step[-1],
         "synthesis_train_seconds": round(hist.seconds, 1),

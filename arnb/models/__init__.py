@@ -7,7 +7,15 @@ from .hmm import HMM, HMMConfig
 from .joint_table import JointTable
 from .made import MADE, MADEConfig
 from .markov_chain import MarkovChain
-from .mdn import MDN, AutoregressiveMDN2D, MDNConfig, MSERegressor, QuantileNet
+from .mdn import (
+    MDN,
+    AutoregressiveMDN2D,
+    MDN2DConfig,
+    MDNConfig,
+    MSERegressor,
+    QuantileConfig,
+    QuantileNet,
+)
 from .ngram import NGramLM
 from .pixelcnn import GatedPixelCNN, PixelCNN, PixelCNNConfig
 from .rnn_lm import CharRNN, RNNConfig
@@ -29,12 +37,14 @@ __all__ = [
     "HandwritingSynthesis",
     "JointTable",
     "MADEConfig",
+    "MDN2DConfig",
     "MDNConfig",
     "MSERegressor",
     "MarkovChain",
     "NGramLM",
     "PixelCNN",
     "PixelCNNConfig",
+    "QuantileConfig",
     "QuantileNet",
     "RNNConfig",
     "RNNMDNConfig",
