@@ -306,8 +306,12 @@ def plan_steps(
     probe_model = copy.deepcopy(model).train()
     if optimizer is None:
         opt = _default_optimizer(probe_model, schedule)
-    else:
-        opt = type(optimizer)(probe_model.parameters(), **optimizer.defaults)
+    else:  # the same kind of optimizer, with the same groups, over the copy's parameters
+        twin = {id(p): q for p, q in zip(model.parameters(), probe_model.parameters())}
+        groups = [
+            {**g, "params": [twin[id(p)] for p in g["params"]]} for g in optimizer.param_groups
+        ]
+        opt = type(optimizer)(groups)
     data = _forever(batches)
     runner, scaler = _LossOf(probe_model, loss_fn), _scaler(device)
     with validation(False), cpu_threads(schedule.threads):

@@ -197,6 +197,17 @@ def test_a_given_optimizer_keeps_its_own_learning_rate():
     assert lrs[0] == pytest.approx(0.5)
 
 
+def test_plan_steps_times_a_copy_of_a_given_optimizer_with_its_groups():
+    model = Independent(4, 3)
+    groups = [{"params": [model.logits], "weight_decay": 0.1}]
+    opt = torch.optim.AdamW(groups, lr=0.01, betas=(0.9, 0.99))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sched = Schedule(steps=10**6, seconds=0.2)
+    assert plan_steps(model, _loss, [_data(32, dims=4, k=3)], sched, opt) >= 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert opt.state == {}  # the real optimizer took no step
+
+
 def test_evaluating_restores_the_training_flag_even_after_an_error():
     model = Independent(2, 2).train()
     with pytest.raises(RuntimeError), evaluating(model):
