@@ -1,8 +1,6 @@
 """Self-checks for the exercises of chapter 2 (Markov chains, HMMs, RNNs).
 
-Each ``check_*`` function runs the reader's function on cases with known answers and prints
-what is right or wrong. It returns True when everything is right and never raises on a wrong
-answer (only on something that is not a function), so a notebook cell keeps going.
+See :mod:`arnb.exercises` for what every ``check_*`` function does.
 """
 
 from __future__ import annotations
@@ -14,12 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..models.hmm import HMM, HMMConfig
-from . import call, report
-
-
-def _require_callable(fn, example: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, e.g. {example}")
+from . import call, report, require_callable
 
 
 # ---------------------------------------------------------------- the HMM forward recursion
@@ -49,7 +42,7 @@ def check_forward(fn: Callable) -> bool:
     Compared with a sum over all state paths on tiny HMMs, then run on a text of 2,000 symbols,
     where multiplying probabilities without logs underflows to zero.
     """
-    _require_callable(fn, "check_forward(hmm_log_likelihood)")
+    require_callable(fn, "check_forward(hmm_log_likelihood)")
     g = torch.Generator().manual_seed(0)
     problems = []
     cases = []
@@ -108,7 +101,7 @@ def check_continuation_counts(fn: Callable[[str], dict]) -> bool:
     """Exercise: ``fn(text) -> {char: N1+(. char)}``, the number of *distinct* characters that
     directly precede each character somewhere in ``text`` (characters never preceded may be left
     out or given 0)."""
-    _require_callable(fn, "check_continuation_counts(continuation_counts)")
+    require_callable(fn, "check_continuation_counts(continuation_counts)")
     problems = []
     cases = [
         "abaab",

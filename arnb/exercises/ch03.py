@@ -1,8 +1,6 @@
 """Self-checks for the exercises of chapter 3 (continuous conditionals).
 
-Each ``check_*`` function runs the reader's function on cases with known answers and prints
-what is right or wrong. It returns True when everything is right and never raises on a wrong
-answer (only on something that is not a function), so a notebook cell keeps going.
+See :mod:`arnb.exercises` for what every ``check_*`` function does.
 """
 
 from __future__ import annotations
@@ -13,12 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import distributions as D
 
-from . import call, report
-
-
-def _require_callable(fn, example: str) -> None:
-    if not callable(fn):
-        raise TypeError(f"pass your function itself, e.g. {example}")
+from . import call, report, require_callable
 
 
 def check_mixture_log_prob(fn: Callable) -> bool:
@@ -28,7 +21,7 @@ def check_mixture_log_prob(fn: Callable) -> bool:
     Checked against ``torch.distributions`` on ordinary values, on unnormalised logits, and far
     in the tails with tiny scales, where ``log(sum(w * exp(...)))`` underflows to ``-inf``.
     """
-    _require_callable(fn, "check_mixture_log_prob(mixture_log_prob)")
+    require_callable(fn, "check_mixture_log_prob(mixture_log_prob)")
     g = torch.Generator().manual_seed(0)
     b, k = 6, 3
     logits = torch.randn(b, k, generator=g, dtype=torch.float64)
@@ -84,7 +77,7 @@ def check_mixture_log_prob(fn: Callable) -> bool:
 def check_pinball_loss(fn: Callable) -> bool:
     """Exercise: ``fn(pred, target, tau) -> elementwise pinball loss`` (same shape as ``pred``):
     ``tau * (target - pred)`` when ``target >= pred``, ``(1 - tau) * (pred - target)`` otherwise."""
-    _require_callable(fn, "check_pinball_loss(pinball)")
+    require_callable(fn, "check_pinball_loss(pinball)")
     problems = []
     pred = torch.tensor([0.0, 0.0, 1.0, 1.0, 2.0])
     target = torch.tensor([2.0, -2.0, 1.0, 0.5, 4.0])
@@ -133,7 +126,7 @@ def check_pinball_loss(fn: Callable) -> bool:
 def check_binned_log_density(fn: Callable) -> bool:
     """Exercise: ``fn(logits (B, K), low, high, y (B,)) -> (B,)``: the log *density* of ``y`` under a
     categorical over K equal bins of ``[low, high]`` with a flat density inside each bin."""
-    _require_callable(fn, "check_binned_log_density(binned_log_density)")
+    require_callable(fn, "check_binned_log_density(binned_log_density)")
     g = torch.Generator().manual_seed(1)
     problems = []
     logits = torch.randn(4, 8, generator=g)

@@ -1,8 +1,6 @@
 """Self-checks for the exercises of chapter 6 (GPT).
 
-Each ``check_*`` function runs the reader's function on a few cases with known answers and
-prints what is right or wrong. It returns True when everything is right and never raises on a
-wrong answer (only on an answer that is not even a function), so a notebook cell keeps going.
+See :mod:`arnb.exercises` for what every ``check_*`` function does.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from ..sampling import filter_logits
-from . import call, report
+from . import call, call_shaped, report, require_callable
 
 
 def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
@@ -20,18 +18,13 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
 
     Position i may see itself and everything before it, nothing after it.
     """
-    if not callable(fn):
-        raise TypeError("pass your function itself, e.g. check_causal_mask(causal_mask)")
+    require_callable(fn, "check_causal_mask(causal_mask)")
     problems = []
     for T in (1, 2, 5, 9):
         want = torch.tril(torch.ones(T, T, dtype=torch.bool))
-        got, err = call(fn, T)
+        got, err = call_shaped(fn, T, shape=want.shape)
         if err:
             problems.append(f"T={T}: {err}")
-            continue
-        got = torch.as_tensor(got)
-        if got.shape != want.shape:
-            problems.append(f"T={T}: expected shape {(T, T)}, got {tuple(got.shape)}")
             continue
         got = got.bool()
         if torch.equal(got, want):
@@ -53,8 +46,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
 def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> bool:
     """Exercise: ``fn(ids, pair, new_id) -> ids`` with every occurrence of ``pair`` replaced by
     ``new_id``, scanning left to right without overlaps (``aaa`` with pair ``aa`` -> ``Z a``)."""
-    if not callable(fn):
-        raise TypeError("pass your function itself, e.g. check_bpe_merge(merge)")
+    require_callable(fn, "check_bpe_merge(merge)")
     cases = [
         ("one occurrence", [1, 2, 3], (2, 3), 9, [1, 9]),
         ("several", [1, 2, 1, 2, 5, 1, 2], (1, 2), 7, [7, 7, 5, 7]),
@@ -79,8 +71,7 @@ def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) 
 def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
     """Exercise: ``fn(logits (B, K), p) -> logits`` keeping the smallest set of most probable
     categories whose probability reaches ``p`` and setting the others to ``-inf``."""
-    if not callable(fn):
-        raise TypeError("pass your function itself, e.g. check_top_p(top_p_filter)")
+    require_callable(fn, "check_top_p(top_p_filter)")
     g = torch.Generator().manual_seed(0)
     cases = {
         "hand-made (probs 0.5, 0.3, 0.2; p=0.7 keeps two)": (
@@ -94,13 +85,9 @@ def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
     problems = []
     for name, (logits, p) in cases.items():
         want_kept = torch.isfinite(filter_logits(logits, top_p=p))
-        got, err = call(fn, logits.clone(), p)
+        got, err = call_shaped(fn, logits.clone(), p, shape=logits.shape)
         if err:
             problems.append(f"{name}: {err}")
-            continue
-        got = torch.as_tensor(got)
-        if got.shape != logits.shape:
-            problems.append(f"{name}: expected shape {tuple(logits.shape)}, got {tuple(got.shape)}")
             continue
         kept = torch.isfinite(got)
         if not torch.equal(kept, want_kept):

@@ -228,10 +228,10 @@ class HandwritingSynthesis(StrokeModel):
         self,
         n: int,
         *,
+        text: str | Sequence[str] | None = None,
         prompt: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         length: int | None = None,
-        text: str | Sequence[str] | None = None,
         bias: float = 0.0,
         temperature: float = 1.0,
     ) -> Writing:

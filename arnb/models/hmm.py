@@ -22,9 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import ancestral_sample, check_sampling, filter_logits, sample_categorical
-from ..train import evaluating
-from ..validation import as_indices, check_int, validation
+from ..sampling import sample_categorical
+from ..validation import as_indices
 from .sequence import SequenceLM
 
 
@@ -131,42 +130,27 @@ class HMM(SequenceLM):
         """``x (B, T) -> (B, T, K)`` log-probabilities of ``p(x_t = k | x_<t)`` (normalised logits)."""
         return self._forward_algorithm(x, None, all_logits=True)[2]
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        length: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> torch.Tensor:
-        """Ancestral sampling from the *conditionals* ``p(x_t | x_<t)``: ``(n, length)`` long.
+    def next_logits(self, use_cache: bool = True):
+        """Logits of ``p(x_i | x_<i)``: the filter pushed through ``A`` and the emissions.
 
-        ``length`` counts the prompt (``(C,)`` or ``(n, C)``) too. The filter is carried from
-        step to step (a cache), so each symbol costs one update.
+        With ``use_cache`` the filter is carried from step to step (each symbol costs one
+        update); without, it is recomputed from ``x[:, :i]``, the same operations in order.
         """
-        length = check_int(length, "length", low=1)
-        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
         log_pi, log_A, log_E = self.log_params()
         A, E = log_A.exp(), log_E.exp()
         cache = {"post": None, "upto": 0}
 
         def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:
+            if not use_cache:
+                cache["post"], cache["upto"] = None, 0
             if i > 0:  # absorb the symbols written since the last call into the filter
                 _, cache["post"] = self.token_log_probs(x[:, cache["upto"] : i], cache["post"])
                 cache["upto"] = i
             post = cache["post"]
-            prior = log_pi.expand(n, -1) if post is None else _log_matmul(post, A)
-            logits = _log_matmul(prior, E)
-            return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+            prior = log_pi.expand(x.shape[0], -1) if post is None else _log_matmul(post, A)
+            return _log_matmul(prior, E)
 
-        # the prompt was checked; no range check (a GPU sync) per generated symbol
-        with evaluating(self), validation(False):
-            return ancestral_sample(next_logits, x, start, generator=generator)
+        return next_logits
 
     @torch.no_grad()
     def sample_joint(

@@ -58,6 +58,27 @@ def _no_prompt(prompt, length) -> None:
     fixed_length(length, 1)
 
 
+class ContextSampler:
+    """``sample(n, *, context=)`` for the models of ``p(y | x)`` with an MLP ``body``: the body
+    reads the context, and the subclass's ``_draw(features, generator)`` draws y from it."""
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        context: torch.Tensor,
+        generator: torch.Generator | None = None,
+        prompt: None = None,
+        length: int | None = None,
+    ) -> torch.Tensor:
+        """``n`` draws of y, ``(n,)``: one per row of ``context (n, in_features)`` (or all from
+        one row ``(in_features,)``)."""
+        n = check_int(n, "n", low=1)
+        _no_prompt(prompt, length)
+        return self._draw(self.body(as_context(context, self.config.in_features, n)), generator)
+
+
 class MLP(nn.Sequential):
     """``depth`` tanh layers of width ``hidden``: smooth features suit smooth conditional densities.
 
@@ -112,7 +133,7 @@ class MDN2DConfig:
     min_scale: float = 1e-3
 
 
-class ConditionalDensityNet(ARModule):
+class ConditionalDensityNet(ContextSampler, ARModule):
     """``p(y | x)`` for ``y (B,)`` and a context ``x (B, in_features)``: an MLP plus a density head."""
 
     def __init__(self, config: MDNConfig | None = None, **kwargs):
@@ -140,21 +161,8 @@ class ConditionalDensityNet(ARModule):
         context = as_context(context, self.config.in_features, x.shape[0])
         return self.head(self.body(context)).log_prob(x.to(self.dtype))
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        context: torch.Tensor,
-        generator: torch.Generator | None = None,
-        prompt: None = None,
-        length: int | None = None,
-    ) -> torch.Tensor:
-        """``n`` draws of y, ``(n,)``: one per row of ``context (n, in_features)`` (or all from
-        one row ``(in_features,)``)."""
-        n = check_int(n, "n", low=1)
-        _no_prompt(prompt, length)
-        return self(as_context(context, self.config.in_features, n)).sample(generator)
+    def _draw(self, features: torch.Tensor, generator) -> torch.Tensor:
+        return self.head(features).sample(generator)
 
 
 class MDN(ConditionalDensityNet):
@@ -206,7 +214,7 @@ class MSERegressor(nn.Module):
         return normal_log_prob(y.to(pred.dtype), pred, torch.tensor(float(sigma)).to(pred))
 
 
-class QuantileNet(nn.Module):
+class QuantileNet(ContextSampler, nn.Module):
     """``Q(tau | x)``: MLP features of ``context (B, in_features)`` and ``tau (B, N)`` -> ``(B, N)``.
 
     No likelihood: trained with :meth:`quantile_loss`, sampled by inverse CDF.
@@ -243,22 +251,9 @@ class QuantileNet(nn.Module):
             return pinball_loss(pred, target, tau.to(pred.dtype)).mean()
         return quantile_huber_loss(pred, target, tau.to(pred.dtype), self.config.kappa).mean()
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        context: torch.Tensor,
-        generator: torch.Generator | None = None,
-        prompt: None = None,
-        length: int | None = None,
-    ) -> torch.Tensor:
-        """``n`` draws of y, ``(n,)``: the quantile function at ``tau ~ U(0, 1)``, one per row."""
-        n = check_int(n, "n", low=1)
-        _no_prompt(prompt, length)
-        return self.head.sample(
-            self.body(as_context(context, self.config.in_features, n)), generator
-        )
+    def _draw(self, features: torch.Tensor, generator) -> torch.Tensor:
+        # the quantile function at tau ~ U(0, 1), one per row
+        return self.head.sample(features, generator)
 
 
 class AutoregressiveMDN2D(ARModule):

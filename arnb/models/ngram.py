@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..sampling import ancestral_sample, check_sampling, filter_logits
-from ..validation import as_indices, check_int, validation
+from ..validation import as_indices, validation
 from .sequence import SequenceLM
 
 SMOOTHINGS = ("kneser-ney", "add-k")
@@ -345,32 +344,12 @@ class NGramLM(SequenceLM):
         targets = np.broadcast_to(np.arange(K), (B * T, K))
         return self._out(np.log(self._probs(hist, targets)).reshape(B, T, K))
 
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        length: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> torch.Tensor:
-        """``(n, length)`` long samples (``length`` counts the prompt ``(C,)`` or ``(n, C)``)."""
+    def next_logits(self, use_cache: bool = True):
+        """Logits of ``p(x_i | x_<i)`` from the last ``order-1`` symbols of the buffer (an n-gram
+        has no state to carry: ``use_cache`` changes nothing)."""
         self._check_fitted()
-        length = check_int(length, "length", low=1)
-        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
         w = self.order - 1
-
-        def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:
-            logits = self.next_log_probs(x[:, max(0, i - w) : i])
-            return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-
-        with validation(False):  # the prompt was checked, and sampled ids are in range
-            return ancestral_sample(next_logits, x, start, generator=generator)
+        return lambda x, i: self.next_log_probs(x[:, max(0, i - w) : i])
 
     def extra_repr(self) -> str:
         fitted = f", {self.num_counts()} counts" if self.tables else ""

@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..sampling import ancestral_sample, check_sampling, filter_logits
-from ..train import evaluating
-from ..validation import as_indices, check_int, validation
+from ..validation import as_indices
 from .sequence import SequenceLM
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -120,27 +118,9 @@ class CharRNN(SequenceLM):
         lp = logp.gather(-1, x.unsqueeze(-1)).squeeze(-1)
         return lp, (hidden, x[:, -1:])
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        length: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        use_cache: bool = True,
-    ) -> torch.Tensor:
-        """``(n, length)`` long samples (``length`` counts the prompt ``(C,)`` or ``(n, C)``).
-
-        With ``use_cache`` the recurrent state is carried (one step per symbol); without it every
-        step re-reads the whole prefix. Both draw the same samples from the same generator.
-        """
-        length = check_int(length, "length", low=1)
-        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-        x, start = self.start_buffer(n, prompt, (length,), num_classes=self.vocab_size)
+    def next_logits(self, use_cache: bool = True):
+        """Logits of ``p(x_i | x_<i)``: the recurrent state carried from step to step with
+        ``use_cache`` (one step per symbol), else the whole prefix re-read after ``BOS``."""
         cache = {"hidden": None, "upto": 0}
 
         def next_logits(x: torch.Tensor, i: int) -> torch.Tensor:
@@ -151,11 +131,9 @@ class CharRNN(SequenceLM):
                 cache["upto"] = i + 1
             else:
                 logits, _ = self.step(self.shift(x[:, : i + 1]))
-            return filter_logits(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p)
+            return logits[:, -1]
 
-        # the prompt was checked; no range check (a GPU sync) per generated symbol
-        with evaluating(self), validation(False):
-            return ancestral_sample(next_logits, x, start, generator=generator)
+        return next_logits
 
 
 class TBPTTLoss:

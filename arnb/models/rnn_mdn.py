@@ -112,6 +112,30 @@ class StrokeModel(ARModule):
             return x.shape[0] * x.shape[1]
         return torch.as_tensor(mask).sum()
 
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        prompt: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        length: int | None = None,
+        bias: float = 0.0,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """``(n, length, 3)`` drawings, one point at a time.
+
+        A ``prompt (C, 3)`` or ``(n, C, 3)`` fixes the first C points (returned unchanged);
+        ``bias``/``temperature``: see :meth:`StrokeMixture.adjust`. Coordinates are in the units
+        the model was trained on.
+        """
+        out, start, _ = self._start(n, prompt, length)
+        return self._draw(out, start, generator, bias, temperature)
+
+    def _draw(self, out, start, generator, bias, temperature) -> torch.Tensor:
+        """Fill ``out[:, start:]`` of the buffer ``out (n, length, 3)``; subclasses implement it."""
+        raise NotImplementedError
+
     def _start(self, n: int, prompt, length: int | None) -> tuple[torch.Tensor, int, int]:
         """The sampling buffer ``(n, length, 3)`` with the prompt written in, its length C."""
         if length is None:
@@ -159,25 +183,9 @@ class RNNMDN(StrokeModel):
         h, state = self.rnn(prev.unsqueeze(1), state)
         return self.mixture(self._head(h[:, 0])), state
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        length: int | None = None,
-        bias: float = 0.0,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        """``(n, length, 3)`` drawings, one point at a time.
-
-        A ``prompt (C, 3)`` or ``(n, C, 3)`` fixes the first C points (returned unchanged);
-        ``bias``/``temperature``: see :meth:`StrokeMixture.adjust`. Coordinates are in the units
-        the model was trained on.
-        """
-        out, start, length = self._start(n, prompt, length)
+    def _draw(self, out, start, generator, bias, temperature) -> torch.Tensor:
         # the prompt runs through the LSTM in one call; its last output predicts the next point
+        n, length = out.shape[:2]
         inputs = torch.cat([self.start.expand(n, 1, 3).to(out.dtype), out[:, :start]], dim=1)
         h, state = self.rnn(inputs)
         params = self.mixture(self._head(h[:, -1]))
@@ -205,20 +213,9 @@ class ContextFreeMixture(StrokeModel):
         """``x (B, T, 3) -> (B, T, 6M+1)``, the same row everywhere."""
         return self.raw.expand(x.shape[0], x.shape[1], -1)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        prompt: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        length: int | None = None,
-        bias: float = 0.0,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        """``(n, length, 3)`` independent points (a prompt is kept and otherwise ignored)."""
-        out, start, length = self._start(n, prompt, length)
-        params = self.mixture(self.raw.expand(n, -1)).adjust(bias, temperature)
-        for t in range(start, length):
+    def _draw(self, out, start, generator, bias, temperature) -> torch.Tensor:
+        # independent points: a prompt is kept and otherwise ignored
+        params = self.mixture(self.raw.expand(out.shape[0], -1)).adjust(bias, temperature)
+        for t in range(start, out.shape[1]):
             out[:, t] = params.sample(generator)
         return out
