@@ -23,6 +23,7 @@ Several machines: the same command on each, with ``--nnodes=M --node_rank=k
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -95,6 +96,26 @@ def leave() -> None:
     """Leave the process group at the end of a program (nothing if none was joined)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` now: the rendezvous port of a local test launch."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def simulate_rank(rank: int, world: int, port: int, host: str = "127.0.0.1") -> None:
+    """Give this process the environment ``torchrun`` gives process ``rank`` of ``world`` on one
+    machine (rendezvous at ``host:port``), so that :func:`join` joins that group. For tests and
+    benchmarks that start their processes themselves (``torch.multiprocessing.spawn``)."""
+    os.environ.update(
+        WORLD_SIZE=str(world),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR=host,
+        MASTER_PORT=str(port),
+    )
 
 
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:

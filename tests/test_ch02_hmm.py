@@ -18,14 +18,8 @@ from arnb.testing import (
     assert_sampler_matches,
     perturbation_dependency,
 )
-from arnb.train import cpu_threads
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small sequential ops: one thread avoids thread-synchronisation stalls on busy machines."""
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_hmm(S=3, K=2, scale=1.5, seed=0) -> HMM:

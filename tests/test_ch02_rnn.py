@@ -15,14 +15,9 @@ from arnb.testing import (
     assert_sampler_matches,
     perturbation_dependency,
 )
-from arnb.train import Schedule, cpu_threads, train
+from arnb.train import Schedule, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small sequential ops: one thread avoids thread-synchronisation stalls on busy machines."""
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_rnn(cell: str, K: int = 3, seed: int = 0) -> CharRNN:

@@ -28,13 +28,7 @@ from arnb.models.mdn import (
 )
 from arnb.testing import assert_causal, dependency_matrix
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def as_torch_mixture(params):

@@ -212,39 +212,60 @@ def _stroke_time(n):
 
 TEXTS = ["ab", "ba ab", "b", "a b"]
 
+# What the entries of one kind share.
+BINARY_VECTOR = dict(
+    shape=(4,),
+    num_classes=2,
+    prompt_steps=2,
+    steps=_binary_steps,
+    in_order=lambda m: m.rank,
+    head="bernoulli",
+)
+SEQUENCE = dict(shape=(4,), num_classes=3, fixed_size=False, prompt_steps=2, head="categorical")
+IMAGE = dict(steps=_image_steps, in_order=_raster)
+REGRESSION = dict(  # p(y | x) of one real y given a context x of one feature
+    shape=(),
+    cond=lambda n: {"context": torch.full((n, 1), 0.3)},
+    cond_mixed=lambda n: {"context": torch.linspace(-1, 1, n).unsqueeze(1)},
+)
+STROKES = dict(  # three pen points (dx, dy, pen); every other drawing one point shorter
+    shape=(3, 3),
+    fixed_size=False,
+    in_order=lambda m: _stroke_time(3),
+    out_order=lambda m: torch.arange(3),
+    cond_mixed=lambda n: {"mask": stroke_mask(n, 3)},
+    point=3,
+    example=lambda n, seed: strokes(n, 3, seed),
+)
+PEN_POINT = (("real", -7.0, 7.0, 0.14),) * 2 + (("bit",),)  # the grid of one point
+FIRST_POINT = torch.tensor([[0.5, -0.3, 0.0]])  # the prefix of the next point's density
+
+
+def _pixelcnn(cls: type, **config) -> Callable[[], nn.Module]:
+    """A builder of a one-layer PixelCNN of class ``cls`` with 3x3 kernels."""
+    return lambda: spread(
+        cls(PixelCNNConfig(layers=1, kernel=3, first_kernel=3, **config)), std=0.5
+    )
+
+
 REGISTRY: list[Entry] = [
     Entry(
         "FVSBN",
         FVSBN,
         lambda: spread(FVSBN(4, order=[2, 0, 3, 1])),
-        shape=(4,),
-        num_classes=2,
-        prompt_steps=2,
-        steps=_binary_steps,
-        in_order=lambda m: m.rank,
-        head="bernoulli",
+        **BINARY_VECTOR,
     ),
     Entry(
         "MADE",
         MADE,
         lambda: spread(MADE(MADEConfig(dims=4, hidden=(8,), order=[1, 3, 0, 2]))),
-        shape=(4,),
-        num_classes=2,
-        prompt_steps=2,
-        steps=_binary_steps,
-        in_order=lambda m: m.rank,
-        head="bernoulli",
+        **BINARY_VECTOR,
     ),
     Entry(
         "JointTable",
         JointTable,
         _joint_table,
-        shape=(4,),
-        num_classes=2,
-        prompt_steps=2,
-        steps=_binary_steps,
-        in_order=lambda m: m.rank,
-        head="bernoulli",
+        **BINARY_VECTOR,
     ),
     Entry(
         "MarkovChain",
@@ -260,31 +281,19 @@ REGISTRY: list[Entry] = [
         "NGramLM",
         NGramLM,
         _fit_ngram,
-        shape=(4,),
-        num_classes=3,
-        fixed_size=False,
-        prompt_steps=2,
-        head="categorical",
+        **SEQUENCE,
     ),
     Entry(
         "HMM",
         HMM,
         lambda: HMM(HMMConfig(num_states=2, vocab_size=3, init_scale=1.5)),
-        shape=(4,),
-        num_classes=3,
-        fixed_size=False,
-        prompt_steps=2,
-        head="categorical",
+        **SEQUENCE,
     ),
     Entry(
         "CharRNN",
         CharRNN,
         lambda: spread(CharRNN(RNNConfig(vocab_size=3, cell="lstm", embed=4, hidden=8, layers=1))),
-        shape=(4,),
-        num_classes=3,
-        fixed_size=False,
-        prompt_steps=2,
-        head="categorical",
+        **SEQUENCE,
     ),
     Entry(
         "GPT",
@@ -292,61 +301,28 @@ REGISTRY: list[Entry] = [
         lambda: spread(
             GPT(GPTConfig(vocab_size=3, block_size=8, n_layer=1, n_head=2, n_embd=8)), std=0.5
         ),
-        shape=(4,),
-        num_classes=3,
-        fixed_size=False,
-        prompt_steps=2,
-        head="categorical",
+        **SEQUENCE,
     ),
     Entry(
         "PixelCNN",
         PixelCNN,
-        lambda: spread(
-            PixelCNN(
-                PixelCNNConfig(
-                    channels=1,
-                    height=2,
-                    width=3,
-                    num_classes=3,
-                    hidden=8,
-                    layers=1,
-                    kernel=3,
-                    first_kernel=3,
-                )
-            ),
-            std=0.5,
-        ),
+        _pixelcnn(PixelCNN, channels=1, height=2, width=3, num_classes=3, hidden=8),
         shape=(1, 2, 3),
         num_classes=3,
-        steps=_image_steps,
-        in_order=_raster,
+        **IMAGE,
         head="categorical",
     ),
     Entry(
         "GatedPixelCNN",
         GatedPixelCNN,
-        lambda: spread(
-            GatedPixelCNN(
-                PixelCNNConfig(
-                    channels=2,
-                    height=2,
-                    width=2,
-                    num_classes=2,
-                    hidden=6,
-                    layers=1,
-                    kernel=3,
-                    first_kernel=3,
-                    num_labels=2,
-                )
-            ),
-            std=0.5,
+        _pixelcnn(
+            GatedPixelCNN, channels=2, height=2, width=2, num_classes=2, hidden=6, num_labels=2
         ),
         shape=(2, 2, 2),
         num_classes=2,
         cond=lambda n: {"label": torch.ones(n, dtype=torch.long)},
         cond_mixed=lambda n: {"label": torch.arange(n) % 2},
-        steps=_image_steps,
-        in_order=_raster,
+        **IMAGE,
         head="bernoulli",
     ),
     Entry(
@@ -364,9 +340,7 @@ REGISTRY: list[Entry] = [
         "MDN",
         MDN,
         lambda: MDN(MDNConfig(in_features=1, hidden=8, depth=1, num_components=3, min_scale=0.1)),
-        shape=(),
-        cond=lambda n: {"context": torch.full((n, 1), 0.3)},
-        cond_mixed=lambda n: {"context": torch.linspace(-1, 1, n).unsqueeze(1)},
+        **REGRESSION,
         grid=Grid(dims=(("real", -8.0, 8.0, 0.02),), shape=()),
         skip={
             "causal": "p(y | x) of one real y: a single conditional, no order to break",
@@ -377,9 +351,7 @@ REGISTRY: list[Entry] = [
         "QuantileNet",
         QuantileNet,
         lambda: QuantileNet(in_features=1, hidden=8, depth=1, n_cos=4),
-        shape=(),
-        cond=lambda n: {"context": torch.full((n, 1), 0.3)},
-        cond_mixed=lambda n: {"context": torch.linspace(-1, 1, n).unsqueeze(1)},
+        **REGRESSION,
         skip={
             **{
                 k: "an implicit quantile network has no density: it only samples"
@@ -404,32 +376,16 @@ REGISTRY: list[Entry] = [
         "RNNMDN",
         RNNMDN,
         lambda: RNNMDN(RNNMDNConfig(hidden=8, components=2, sigma_floor=0.1)),
-        shape=(3, 3),
-        fixed_size=False,
-        in_order=lambda m: _stroke_time(3),
-        out_order=lambda m: torch.arange(3),
-        cond_mixed=lambda n: {"mask": stroke_mask(n, 3)},
-        point=3,
-        example=lambda n, seed: strokes(n, 3, seed),
-        grid=Grid(
-            dims=(("real", -7.0, 7.0, 0.14),) * 2 + (("bit",),),
-            shape=(1, 3),
-            prefix=torch.tensor([[0.5, -0.3, 0.0]]),
-        ),
+        **STROKES,
+        grid=Grid(dims=PEN_POINT, shape=(1, 3), prefix=FIRST_POINT),
     ),
     Entry(
         "ContextFreeMixture",
         ContextFreeMixture,
         lambda: ContextFreeMixture(RNNMDNConfig(components=2, sigma_floor=0.1)),
-        shape=(3, 3),
-        fixed_size=False,
-        in_order=lambda m: _stroke_time(3),
-        out_order=lambda m: torch.arange(3),
-        cond_mixed=lambda n: {"mask": stroke_mask(n, 3)},
-        point=3,
+        **STROKES,
         uses_context=False,  # the baseline: the same conditional whatever came before
-        example=lambda n, seed: strokes(n, 3, seed),
-        grid=Grid(dims=(("real", -7.0, 7.0, 0.14),) * 2 + (("bit",),), shape=(1, 3)),
+        grid=Grid(dims=PEN_POINT, shape=(1, 3)),
     ),
     Entry(
         "HandwritingSynthesis",
@@ -439,22 +395,15 @@ REGISTRY: list[Entry] = [
                 alphabet="ab ", hidden=8, window_components=2, components=2, sigma_floor=0.1
             )
         ),
-        shape=(3, 3),
-        fixed_size=False,
-        in_order=lambda m: _stroke_time(3),
-        out_order=lambda m: torch.arange(3),
-        cond=lambda n: {"text": ["ab"] * n},
-        cond_mixed=lambda n: {
-            "text": [TEXTS[i % len(TEXTS)] for i in range(n)],
-            "mask": stroke_mask(n, 3),
+        **{
+            **STROKES,
+            "cond_mixed": lambda n: {
+                "text": [TEXTS[i % len(TEXTS)] for i in range(n)],
+                "mask": stroke_mask(n, 3),
+            },
         },
-        point=3,
-        example=lambda n, seed: strokes(n, 3, seed),
-        grid=Grid(
-            dims=(("real", -7.0, 7.0, 0.14),) * 2 + (("bit",),),
-            shape=(1, 3),
-            prefix=torch.tensor([[0.5, -0.3, 0.0]]),
-        ),
+        cond=lambda n: {"text": ["ab"] * n},
+        grid=Grid(dims=PEN_POINT, shape=(1, 3), prefix=FIRST_POINT),
     ),
 ]
 

@@ -5,7 +5,6 @@ environment variables), each on one thread; a few steps of a tiny model, a few s
 """
 
 import os
-import socket
 
 import pytest
 import torch
@@ -54,13 +53,7 @@ def _run(schedule: Schedule, checkpoint=None, record=None, die_at=None) -> GPT:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    distributed.simulate_rank(rank, world, port)
     torch.set_num_threads(1)
     try:
         for job, acc in [("plain", 1), ("accumulate", 2)]:
@@ -78,17 +71,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         distributed.leave()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """One launch of two processes runs every job; the tests read what they wrote."""
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, distributed.free_port(), str(out)), nprocs=2, join=True)
     return out
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -21,17 +20,12 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+from arnb import distributed
+
 
 def _worker(rank: int, world: int, port: int, args, out: str) -> None:
-    os.environ.update(
-        WORLD_SIZE=str(world),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    distributed.simulate_rank(rank, world, port)
     torch.set_num_threads(args.threads)
-    from arnb import distributed
     from arnb.data import load_shakespeare, random_windows
     from arnb.models import GPT, GPTConfig
     from arnb.tokenizers import CharTokenizer
@@ -57,9 +51,13 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
     batches = random_windows(ids.to(device), args.batch, args.block, seed=1)
     loss = lambda m, x: m.nll(x)  # noqa: E731
     try:
-        train(model, loss, batches, Schedule(steps=args.warm, batch_size=args.batch), progress=False)
+        train(
+            model, loss, batches, Schedule(steps=args.warm, batch_size=args.batch), progress=False
+        )
         t0 = time.perf_counter()
-        train(model, loss, batches, Schedule(steps=args.steps, batch_size=args.batch), progress=False)
+        train(
+            model, loss, batches, Schedule(steps=args.steps, batch_size=args.batch), progress=False
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -68,12 +66,6 @@ def _worker(rank: int, world: int, port: int, args, out: str) -> None:
     if rank == 0:
         tokens = args.steps * args.batch * args.block
         Path(out).write_text(json.dumps({"seconds": seconds, "tokens_per_s": tokens / seconds}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -91,7 +83,9 @@ def main() -> None:
     for world in args.world:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "r.json")
-            mp.spawn(_worker, args=(world, _free_port(), args, out), nprocs=world, join=True)
+            mp.spawn(
+                _worker, args=(world, distributed.free_port(), args, out), nprocs=world, join=True
+            )
             rows.append((world, json.loads(Path(out).read_text())))
     base = rows[0][1]["tokens_per_s"]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"

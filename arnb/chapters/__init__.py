@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,33 @@ def recipe(name: str, description: str):
         return fn
 
     return register
+
+
+def save_and_close(fig, out: Path, name: str) -> Path:
+    """Save a recipe's figure as ``out/name.png`` and close it (a recipe keeps no figure open)."""
+    import matplotlib.pyplot as plt
+
+    from ..plotting import save_figure
+
+    try:
+        return save_figure(fig, out, name)
+    finally:
+        plt.close(fig)
+
+
+@contextmanager
+def new_figure(out: Path, name: str, *grid: int, **subplots) -> Iterator:
+    """``(fig, axes)`` of ``plt.subplots(*grid, **subplots)``, saved as ``out/name.png`` and
+    closed when the ``with`` block ends (closed only, if the block raises)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*grid, **subplots)
+    try:
+        yield fig, axes
+    except BaseException:
+        plt.close(fig)
+        raise
+    save_and_close(fig, out, name)
 
 
 def load_all() -> dict[str, Recipe]:

@@ -30,10 +30,10 @@ from ..models.markov_chain import MarkovChain
 from ..models.ngram import NGramLM, count_distinct, tune_kneser_ney, unseen_fraction
 from ..models.rnn_lm import CharRNN, RNNConfig, TBPTTLoss
 from ..models.sequence import SequenceLM
-from ..plotting import plot_history, save_figure
+from ..plotting import plot_history
 from ..tokenizers import CharTokenizer
 from ..train import Schedule, Stopwatch, cpu_threads, train
-from . import recipe
+from . import new_figure, recipe
 
 
 @dataclass
@@ -389,10 +389,8 @@ def ch02_ngram(setup: Setup, out: Path) -> dict:
     tok, train_ids, val_ids = load_text(sizes)
     rows = ngram_by_order(train_ids, val_ids, tok.vocab_size, sizes.orders, sizes.add_k)
     _, best = best_ngram(train_ids, val_ids, tok.vocab_size, sizes)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_orders(rows, best, ax=ax)
-    save_figure(fig, out, "ngram_orders")
-    plt.close(fig)
+    with new_figure(out, "ngram_orders", figsize=(6, 3.5)) as (_, ax):
+        plot_orders(rows, best, ax=ax)
     return {
         "by_order": rows,
         "best": best,
@@ -410,23 +408,19 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
     tok, train_ids, val_ids = load_text(sizes)
     K = tok.vocab_size
     stats = prefix_statistics(train_ids, val_ids, K, sizes.prefix_lengths)
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
-    plot_prefixes(stats, ax=ax)
-    save_figure(fig, out, "prefixes")
-    plt.close(fig)
+    with new_figure(out, "prefixes", 1, 2, figsize=(10, 3.5)) as (_, ax):
+        plot_prefixes(stats, ax=ax)
 
     rows = ngram_by_order(train_ids, val_ids, K, sizes.orders, sizes.add_k)
     best_lm, best = best_ngram(train_ids, val_ids, K, sizes)
     print(f"best n-gram: order {best['order']}, val {best['val_nll']:.4f} nats/char", flush=True)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_orders(rows, best, ax=ax)
-    save_figure(fig, out, "ngram_orders")
-    plt.close(fig)
+    with new_figure(out, "ngram_orders", figsize=(6, 3.5)) as (_, ax):
+        plot_orders(rows, best, ax=ax)
 
     models, infos = {f"{best['order']}-gram KN": best_lm}, []
-    fig, ax = plt.subplots(figsize=(7, 4))
+    histories = {}
     for s in sizes.nets:
-        model, hist, info = train_net(
+        model, histories[s.name], info = train_net(
             s, train_ids, val_ids, K, setup.device, setup.seed, sizes.eval_chars, progress=False
         )
         print(
@@ -435,14 +429,14 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
             flush=True,
         )
         models[s.name], infos = model, infos + [info]
-        ax.plot(hist.eval_step, [e["val_nll"] for e in hist.eval], "o-", label=s.name)
-    ax.axhline(best["val_nll"], color="k", ls="--", label=f"{best['order']}-gram Kneser-Ney")
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"nats/char (first {sizes.eval_chars:,} val chars)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    save_figure(fig, out, "training")
-    plt.close(fig)
+    with new_figure(out, "training", figsize=(7, 4)) as (_, ax):
+        for name, hist in histories.items():
+            ax.plot(hist.eval_step, [e["val_nll"] for e in hist.eval], "o-", label=name)
+        ax.axhline(best["val_nll"], color="k", ls="--", label=f"{best['order']}-gram Kneser-Ney")
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"nats/char (first {sizes.eval_chars:,} val chars)")
+        ax.legend()
+        ax.grid(alpha=0.3)
 
     table = table_rows(rows, best, infos, sizes.table_add_k_order)
     (out / "table.md").write_text(markdown_table(table) + "\n")
@@ -492,10 +486,8 @@ def markov_chain(setup: Setup, out: Path) -> dict:
         eval_fn=lambda m: {"nll": m.nll(data)},
         progress=False,
     )
-    fig, ax = plt.subplots(figsize=(5, 3))
-    plot_history(hist, "nll", ax=ax)
-    save_figure(fig, out, "loss")
-    plt.close(fig)
+    with new_figure(out, "loss", figsize=(5, 3)) as (_, ax):
+        plot_history(hist, "nll", ax=ax)
     with torch.no_grad():
         true_nll = float(truth.nll(data.cpu()))
     return {"fitted_nll_nats": hist.eval[-1]["nll"], "true_model_nll_nats": true_nll}

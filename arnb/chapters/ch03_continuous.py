@@ -24,31 +24,15 @@ import numpy as np
 import torch
 
 from ..config import Setup, pick
+from ..data import toy
 from ..data.batches import Minibatches
-from ..data.toy import (
-    Y_HIGH,
-    Y_LOW,
-    inverse_sine,
-    inverse_sine_bayes_floor,
-    inverse_sine_conditional_density,
-    inverse_sine_log_prob,
-    inverse_sine_quantiles,
-    two_moons,
-)
+from ..data.toy import Y_HIGH, Y_LOW
 from ..distributions import pinball_loss
-from ..models.mdn import (
-    MDN,
-    AutoregressiveMDN2D,
-    ConditionalDensityNet,
-    MDN2DConfig,
-    MDNConfig,
-    MSERegressor,
-    QuantileConfig,
-    QuantileNet,
-)
-from ..plotting import plot_history, save_figure
+from ..models import MDN, AutoregressiveMDN2D, MSERegressor, QuantileNet
+from ..models.mdn import ConditionalDensityNet, MDN2DConfig, MDNConfig, QuantileConfig
+from ..plotting import plot_history
 from ..train import History, Schedule, train
-from . import recipe
+from . import new_figure, recipe
 
 NOISE_STD = 1.0  # unit-variance noise: the Bayes floor is H(Y | X) = 1.2880 nats
 
@@ -76,50 +60,66 @@ class Ch03Run:
     quantile_eval_points: int  # held-out pairs of the quantile scores (icdf by bisection is slow)
 
 
-def _schedule(steps: int, warmup: int, evals: int, **kw) -> Schedule:
-    return Schedule(steps=steps, warmup=warmup, eval_every=max(1, steps // evals), threads=1, **kw)
+def _nets(hidden: int, depth: int, components: int, bins: int, taus: int) -> dict:
+    """The three networks of a profile, all of one MLP size (``hidden`` wide, ``depth`` deep)."""
+    return dict(
+        mdn=MDNConfig(
+            hidden=hidden,
+            depth=depth,
+            num_components=components,
+            num_bins=bins,
+            low=Y_LOW,
+            high=Y_HIGH,
+        ),
+        quantile=QuantileConfig(hidden=hidden, depth=depth, num_taus=taus),
+        moons=MDN2DConfig(num_components=components, hidden=hidden, depth=depth),
+    )
+
+
+def _fits(density: int, mse: int, quantile: int, moons: int, **kw) -> dict:
+    """The four schedules of a profile from their step counts; ``kw`` is common to all four.
+
+    Warm-ups and the number of evaluations are the same in every profile.
+    """
+
+    def fit(steps: int, warmup: int, evals: int) -> Schedule:
+        return Schedule(
+            steps=steps, warmup=warmup, eval_every=max(1, steps // evals), threads=1, **kw
+        )
+
+    return dict(
+        density_fit=fit(density, 200, 10),
+        mse_fit=fit(mse, 100, 5),
+        quantile_fit=fit(quantile, 200, 5),
+        moons_fit=fit(moons, 100, 5),
+    )
 
 
 SIZES = {
     "smoke": Ch03Run(
         n_train=2000,
         n_test=2000,
-        mdn=MDNConfig(hidden=32, depth=2, num_components=5, num_bins=32, low=Y_LOW, high=Y_HIGH),
-        quantile=QuantileConfig(hidden=32, depth=2, num_taus=4),
         moons_n=2000,
-        moons=MDN2DConfig(num_components=5, hidden=32, depth=2),
-        density_fit=_schedule(150, 200, 10, lr=3e-3, batch_size=256, time_limit=30),
-        mse_fit=_schedule(100, 100, 5, lr=3e-3, batch_size=256, time_limit=30),
-        quantile_fit=_schedule(100, 200, 5, lr=3e-3, batch_size=256, time_limit=30),
-        moons_fit=_schedule(100, 100, 5, lr=3e-3, batch_size=256, time_limit=30),
         quantile_eval_points=2000,
+        **_nets(hidden=32, depth=2, components=5, bins=32, taus=4),
+        **_fits(150, 100, 100, 100, lr=3e-3, batch_size=256, time_limit=30),
     ),
     "cpu": Ch03Run(
         n_train=40_000,
         n_test=20_000,
-        mdn=MDNConfig(hidden=64, depth=2, num_components=8, num_bins=64, low=Y_LOW, high=Y_HIGH),
-        quantile=QuantileConfig(hidden=64, depth=2, num_taus=8),
         moons_n=20_000,
-        moons=MDN2DConfig(num_components=8, hidden=64, depth=2),
-        density_fit=_schedule(5000, 200, 10, lr=3e-3, batch_size=512, time_limit=180),
-        mse_fit=_schedule(2000, 100, 5, lr=3e-3, batch_size=512, time_limit=180),
-        quantile_fit=_schedule(4000, 200, 5, lr=3e-3, batch_size=512, time_limit=180),
-        moons_fit=_schedule(2000, 100, 5, lr=3e-3, batch_size=512, time_limit=180),
         quantile_eval_points=5000,
+        **_nets(hidden=64, depth=2, components=8, bins=64, taus=8),
+        **_fits(5000, 2000, 4000, 2000, lr=3e-3, batch_size=512, time_limit=180),
     ),
     "gpu": Ch03Run(
         n_train=200_000,
         n_test=50_000,
-        mdn=MDNConfig(hidden=128, depth=3, num_components=10, num_bins=128, low=Y_LOW, high=Y_HIGH),
-        quantile=QuantileConfig(hidden=128, depth=3, num_taus=16),
         moons_n=100_000,
-        moons=MDN2DConfig(num_components=10, hidden=128, depth=3),
-        # time limits per fit: 4 fits (inverse sine) or 3 (two moons) well inside 2 minutes
-        density_fit=_schedule(8000, 200, 10, lr=2e-3, batch_size=2048, time_limit=25),
-        mse_fit=_schedule(2000, 100, 5, lr=2e-3, batch_size=2048, time_limit=25),
-        quantile_fit=_schedule(8000, 200, 5, lr=2e-3, batch_size=2048, time_limit=25),
-        moons_fit=_schedule(5000, 100, 5, lr=2e-3, batch_size=2048, time_limit=25),
         quantile_eval_points=5000,
+        **_nets(hidden=128, depth=3, components=10, bins=128, taus=16),
+        # time limits per fit: 4 fits (inverse sine) or 3 (two moons) well inside 2 minutes
+        **_fits(8000, 2000, 8000, 5000, lr=2e-3, batch_size=2048, time_limit=25),
     ),
 }
 
@@ -132,8 +132,8 @@ QUANTILE_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)
 def make_inverse_sine(run: Ch03Run, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     """Train and test sets of the inverse-sine problem with unit-variance noise, on ``device``."""
     g = torch.Generator().manual_seed(seed)
-    x, y = inverse_sine(run.n_train, NOISE_STD, generator=g)
-    xt, yt = inverse_sine(run.n_test, NOISE_STD, generator=g)
+    x, y = toy.inverse_sine(run.n_train, NOISE_STD, generator=g)
+    xt, yt = toy.inverse_sine(run.n_test, NOISE_STD, generator=g)
     return {"x": x.to(device), "y": y.to(device), "x_test": xt.to(device), "y_test": yt.to(device)}
 
 
@@ -141,20 +141,32 @@ def _pairs(data: dict, schedule: Schedule, seed: int) -> Minibatches:
     return Minibatches(data["x"], data["y"], batch_size=schedule.batch_size, seed=seed)
 
 
+def _fit_by(
+    model, loss: str, data: dict, schedule: Schedule, seed: int, progress: bool, desc: str
+) -> History:
+    """Train by ``model.<loss>(y, context=x)`` (``"mse"`` or ``"nll"``) and evaluate the same
+    loss on the test pairs."""
+
+    def loss_of(m, x, y):
+        return getattr(m, loss)(y, context=x)
+
+    return train(
+        model,
+        lambda m, b: loss_of(m, b[0], b[1]),
+        _pairs(data, schedule, seed),
+        schedule,
+        eval_fn=lambda m: {loss: loss_of(m, data["x_test"], data["y_test"])},
+        progress=progress,
+        desc=desc,
+    )
+
+
 def fit_mse(
     run: Ch03Run, data: dict, seed: int = 0, progress: bool = True
 ) -> tuple[MSERegressor, History]:
     torch.manual_seed(seed)
     model = MSERegressor(run.mdn).to(data["x"].device)
-    hist = train(
-        model,
-        lambda m, b: m.mse(b[1], context=b[0]),
-        _pairs(data, run.mse_fit, seed),
-        run.mse_fit,
-        eval_fn=lambda m: {"mse": m.mse(data["y_test"], context=data["x_test"])},
-        progress=progress,
-        desc="MSE regressor",
-    )
+    hist = _fit_by(model, "mse", data, run.mse_fit, seed, progress, desc="MSE regressor")
     return model, hist
 
 
@@ -167,15 +179,8 @@ def fit_density(
     model = (MDN(config) if head == "mixture" else ConditionalDensityNet(config)).to(
         data["x"].device
     )
-    hist = train(
-        model,
-        lambda m, b: m.nll(b[1], context=b[0]),
-        _pairs(data, run.density_fit, seed),
-        run.density_fit,
-        eval_fn=lambda m: {"nll": m.nll(data["y_test"], context=data["x_test"])},
-        progress=progress,
-        desc="MDN" if head == "mixture" else "bins",
-    )
+    desc = "MDN" if head == "mixture" else "bins"
+    hist = _fit_by(model, "nll", data, run.density_fit, seed, progress, desc=desc)
     return model, hist
 
 
@@ -221,7 +226,7 @@ def quantile_score(quantile_fn, x: torch.Tensor, y: torch.Tensor, taus: torch.Te
 
 def true_quantile_fn(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """The exact conditional quantiles of the inverse-sine problem, as a ``quantile_fn``."""
-    q = inverse_sine_quantiles(x.reshape(-1).cpu().numpy(), tau[0].cpu().numpy(), NOISE_STD)
+    q = toy.inverse_sine_quantiles(x.reshape(-1).cpu().numpy(), tau[0].cpu().numpy(), NOISE_STD)
     return torch.as_tensor(q, dtype=torch.float32, device=x.device)
 
 
@@ -236,8 +241,8 @@ def evaluate_inverse_sine(
 ) -> dict:
     """Held-out NLLs (nats per example) and quantile scores of all four models and of the truth."""
     x, y, xt, yt = data["x"], data["y"], data["x_test"], data["y_test"]
-    floor = inverse_sine_bayes_floor(NOISE_STD)
-    oracle = float(-inverse_sine_log_prob(yt, xt, NOISE_STD).mean())
+    floor = toy.inverse_sine_bayes_floor(NOISE_STD)
+    oracle = float(-toy.inverse_sine_log_prob(yt, xt, NOISE_STD).mean())
     # the regressor read as a Gaussian whose sigma is its training RMS residual (its best sigma)
     sigma = float(mse.mse(y, context=x).sqrt())
     mse_nll = float(-mse.gaussian_log_prob(yt, context=xt, sigma=sigma).mean())
@@ -289,7 +294,7 @@ def plot_conditionals(models: dict, x_values=(-8.0, -2.0, 0.0, 5.0), axes=None):
     if axes is None:
         _, axes = plt.subplots(1, len(x_values), figsize=(3.2 * len(x_values), 2.8), sharey=False)
     yg = np.linspace(Y_LOW - 1, Y_HIGH + 1, 1000)
-    truth = inverse_sine_conditional_density(x_values, yg, NOISE_STD)
+    truth = toy.inverse_sine_conditional_density(x_values, yg, NOISE_STD)
     for ax, xv, tr in zip(axes, x_values, truth):
         ax.fill_between(yg, tr, color="gray", alpha=0.35, label="true p(y|x)")
         for k, (name, m) in enumerate(models.items()):
@@ -319,7 +324,7 @@ def plot_quantiles(iqn: QuantileNet, data: dict, ax=None, taus=QUANTILE_LEVELS, 
     xt, yt = data["x_test"][:n].cpu(), data["y_test"][:n].cpu()
     ax.scatter(xt[:, 0], yt, s=2, alpha=0.2, color="gray")
     xg = np.linspace(-13, 13, 300)
-    true_q = inverse_sine_quantiles(xg, taus, NOISE_STD)
+    true_q = toy.inverse_sine_quantiles(xg, taus, NOISE_STD)
     xs = torch.tensor(xg, dtype=torch.float32, device=data["x"].device).unsqueeze(1)
     learned = iqn(xs, torch.tensor(taus, device=xs.device).expand(len(xg), -1)).cpu()
     for j, t in enumerate(taus):
@@ -338,8 +343,8 @@ def plot_quantiles(iqn: QuantileNet, data: dict, ax=None, taus=QUANTILE_LEVELS, 
 def make_moons(run: Ch03Run, seed: int = 0, device: torch.device | str = "cpu") -> dict:
     g = torch.Generator().manual_seed(seed + 100)
     return {
-        "train": two_moons(run.moons_n, 0.1, g).to(device),
-        "test": two_moons(max(2000, run.moons_n // 4), 0.1, g).to(device),
+        "train": toy.two_moons(run.moons_n, 0.1, g).to(device),
+        "test": toy.two_moons(max(2000, run.moons_n // 4), 0.1, g).to(device),
     }
 
 
@@ -417,26 +422,18 @@ def run_inverse_sine(setup: Setup, out: Path) -> dict:
         }
     )
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_regression(data, mse, mdn, ax=ax)
-    save_figure(fig, out, "inverse_sine_regression")
-    plt.close(fig)
-    fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
-    plot_conditionals({"MDN": mdn, "bins": bins}, axes=axes)
-    save_figure(fig, out, "inverse_sine_conditionals")
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plot_quantiles(iqn, data, ax=ax)
-    save_figure(fig, out, "inverse_sine_quantiles")
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    plot_history(h_mdn, "nll", ax=ax, label="MDN")
-    plot_history(h_bins, "nll", ax=ax, label="bins")
-    ax.axhline(metrics["bayes_floor_nats"], color="k", ls="--", lw=1, label="Bayes floor")
-    ax.set_ylim(metrics["bayes_floor_nats"] - 0.2, metrics["bayes_floor_nats"] + 1.5)
-    ax.legend()
-    save_figure(fig, out, "inverse_sine_training")
-    plt.close(fig)
+    with new_figure(out, "inverse_sine_regression", figsize=(6, 4)) as (_, ax):
+        plot_regression(data, mse, mdn, ax=ax)
+    with new_figure(out, "inverse_sine_conditionals", 1, 4, figsize=(13, 2.8)) as (_, axes):
+        plot_conditionals({"MDN": mdn, "bins": bins}, axes=axes)
+    with new_figure(out, "inverse_sine_quantiles", figsize=(6, 4)) as (_, ax):
+        plot_quantiles(iqn, data, ax=ax)
+    with new_figure(out, "inverse_sine_training", figsize=(6, 3.5)) as (_, ax):
+        plot_history(h_mdn, "nll", ax=ax, label="MDN")
+        plot_history(h_bins, "nll", ax=ax, label="bins")
+        ax.axhline(metrics["bayes_floor_nats"], color="k", ls="--", lw=1, label="Bayes floor")
+        ax.set_ylim(metrics["bayes_floor_nats"] - 0.2, metrics["bayes_floor_nats"] + 1.5)
+        ax.legend()
     return metrics
 
 
@@ -457,10 +454,11 @@ def run_two_moons(setup: Setup, out: Path) -> dict:
         models[name], hist = fit_moons(run, moons, seed=setup.seed, progress=False, **kw)
         with torch.no_grad():
             metrics[f"test_nll[{name}]"] = moons_nll(models[name], moons["test"])
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3), sharex=True, sharey=True)
-    plot_moons(moons, models, axes=axes)
-    save_figure(fig, out, "two_moons_samples")
-    plt.close(fig)
+    with new_figure(out, "two_moons_samples", 1, 4, figsize=(13, 3), sharex=True, sharey=True) as (
+        _,
+        axes,
+    ):
+        plot_moons(moons, models, axes=axes)
     metrics["test_points"] = len(moons["test"])
     metrics["nats_gained_by_autoregression"] = (
         metrics["test_nll[p(x1) p(x2) (independent)]"] - metrics["test_nll[p(x1) p(x2|x1)]"]

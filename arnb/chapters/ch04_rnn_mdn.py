@@ -28,9 +28,9 @@ from ..data.stroke_batches import StrokeBatches, prepare_strokes, stroke_scale
 from ..distributions import bivariate_normal_log_prob
 from ..models.handwriting_synthesis import HandwritingSynthesis, SynthesisConfig
 from ..models.rnn_mdn import RNNMDN, ContextFreeMixture, RNNMDNConfig
-from ..plotting import draw_strokes, plot_history, save_figure
+from ..plotting import draw_strokes, plot_history
 from ..train import History, Schedule, evaluate_nll, train
-from . import recipe
+from . import new_figure, recipe, save_and_close
 
 
 @dataclass(frozen=True)
@@ -54,53 +54,41 @@ class Ch04Run:
     synthesis_valid_size: int  # validation drawings scored during synthesis training
 
 
+# The cpu profile in full; the others change only what differs from it.
+_FIT = Schedule(steps=700, lr=3e-3, batch_size=32, warmup=50, eval_every=140, time_limit=240)
+_CPU = Ch04Run(
+    model=RNNMDNConfig(hidden=128, components=20, sigma_floor=1e-3),
+    fit=_FIT,
+    baseline_fit=replace(_FIT, lr=3e-2, time_limit=60),
+    synthesis=SynthesisConfig(hidden=128, components=20, sigma_floor=1e-3),
+    synthesis_fit=replace(_FIT, steps=450, warmup=46, eval_every=90, time_limit=300),
+    max_len=100,
+    train_size=None,
+    eval_size=None,
+    synthesis_valid_size=200,
+)
+_SMOKE_FIT = replace(_FIT, steps=4, batch_size=8, warmup=1, eval_every=1, time_limit=60)
+_GPU_FIT = replace(_FIT, steps=3000, lr=2e-3, batch_size=128, eval_every=600, time_limit=130)
+
 SIZES = {
-    "smoke": Ch04Run(
-        model=RNNMDNConfig(hidden=16, components=3, sigma_floor=1e-3),
-        fit=Schedule(steps=4, lr=3e-3, batch_size=8, warmup=1, eval_every=1, time_limit=60),
-        baseline_fit=Schedule(
-            steps=4, lr=3e-2, batch_size=8, warmup=1, eval_every=1, time_limit=15
-        ),
-        synthesis=SynthesisConfig(hidden=16, components=3, sigma_floor=1e-3),
-        synthesis_fit=Schedule(
-            steps=3, lr=3e-3, batch_size=4, warmup=1, eval_every=1, time_limit=60
-        ),
-        max_len=100,
+    "smoke": replace(
+        _CPU,
+        model=replace(_CPU.model, hidden=16, components=3),
+        fit=_SMOKE_FIT,
+        baseline_fit=replace(_SMOKE_FIT, lr=3e-2, time_limit=15),
+        synthesis=replace(_CPU.synthesis, hidden=16, components=3),
+        synthesis_fit=replace(_SMOKE_FIT, steps=3, batch_size=4),
         train_size=64,
         eval_size=32,
-        synthesis_valid_size=200,
     ),
-    "cpu": Ch04Run(
-        model=RNNMDNConfig(hidden=128, components=20, sigma_floor=1e-3),
-        fit=Schedule(steps=700, lr=3e-3, batch_size=32, warmup=50, eval_every=140, time_limit=240),
-        baseline_fit=Schedule(
-            steps=700, lr=3e-2, batch_size=32, warmup=50, eval_every=140, time_limit=60
-        ),
-        synthesis=SynthesisConfig(hidden=128, components=20, sigma_floor=1e-3),
-        synthesis_fit=Schedule(
-            steps=450, lr=3e-3, batch_size=32, warmup=46, eval_every=90, time_limit=300
-        ),
-        max_len=100,
-        train_size=None,
-        eval_size=None,
-        synthesis_valid_size=200,
-    ),
-    "gpu": Ch04Run(
-        model=RNNMDNConfig(hidden=256, components=20, sigma_floor=1e-3),
-        fit=Schedule(
-            steps=3000, lr=2e-3, batch_size=128, warmup=50, eval_every=600, time_limit=130
-        ),
-        baseline_fit=Schedule(
-            steps=3000, lr=2e-2, batch_size=128, warmup=50, eval_every=600, time_limit=32.5
-        ),
-        synthesis=SynthesisConfig(hidden=256, components=20, sigma_floor=1e-3),
-        synthesis_fit=Schedule(
-            steps=3000, lr=2e-3, batch_size=64, warmup=50, eval_every=600, time_limit=270
-        ),
-        max_len=100,
-        train_size=None,
-        eval_size=None,
-        synthesis_valid_size=200,
+    "cpu": _CPU,
+    "gpu": replace(
+        _CPU,
+        model=replace(_CPU.model, hidden=256),
+        fit=_GPU_FIT,
+        baseline_fit=replace(_GPU_FIT, lr=2e-2, time_limit=32.5),
+        synthesis=replace(_CPU.synthesis, hidden=256),
+        synthesis_fit=replace(_GPU_FIT, batch_size=64, time_limit=270),
     ),
 }
 
@@ -297,15 +285,12 @@ def _run_dataset(name: str, setup: Setup, out: Path) -> dict:
     data = load_stroke_data(name, run, seed=setup.seed)
     results = compare_models(data, run, setup.device, seed=setup.seed, progress=False)
     fig = loss_figure(results, name)
-    save_figure(fig, out, f"{name}_valid_nll")
-    plt.close(fig)
+    save_and_close(fig, out, f"{name}_valid_nll")
     best = results[f"RNN-MDN (M={run.model.components})"]["model"]
     fig = sample_grid(best, length=_median_length(data["train"]), seed=setup.seed)
-    save_figure(fig, out, f"{name}_samples_bias_temperature")
-    plt.close(fig)
+    save_and_close(fig, out, f"{name}_samples_bias_temperature")
     fig = next_point_figure(best, data["test"][0])
-    save_figure(fig, out, f"{name}_next_point_density")
-    plt.close(fig)
+    save_and_close(fig, out, f"{name}_next_point_density")
     metrics = {
         "scale": data["scale"],
         "train_sequences": len(data["train"]),
@@ -431,16 +416,13 @@ def handwriting_synthesis(setup: Setup, out: Path) -> dict:
     data = load_stroke_data("handwriting", run, seed=setup.seed)
     model = make_synthesis(run, setup.seed)
     hist = fit_synthesis(model, data, run, setup.device, seed=setup.seed, progress=False)
-    fig, ax = plt.subplots(figsize=(5, 3))
-    plot_history(hist, "valid_nll", ax=ax, ylabel="NLL (nats / point)")
-    save_figure(fig, out, "synthesis_loss")
-    plt.close(fig)
+    with new_figure(out, "synthesis_loss", figsize=(5, 3)) as (_, ax):
+        plot_history(hist, "valid_nll", ax=ax, ylabel="NLL (nats / point)")
     for name, fig in (
         ("synthesis_writing", writing_figure(model, seed=setup.seed)),
         ("synthesis_attention", attention_figure(model, seed=setup.seed)),
     ):
-        save_figure(fig, out, name)
-        plt.close(fig)
+        save_and_close(fig, out, name)
     return {
         "synthesis_test_nll_per_point": stroke_nll(model, data["test"], data["texts_test"]),
         "synthesis_params": model.num_parameters(),
