@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from torchvision.utils import make_grid
 
 from .train import History
 
@@ -26,20 +27,18 @@ def image_grid(
     images = torch.as_tensor(images).detach().cpu().float()
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    n, c, h, w = images.shape
+    n, c = images.shape[:2]
     if vmax is None:
         vmax = 1.0 if images.max() <= 1 else 255.0
     ncol = min(nrow, n)
     nrows = (n + ncol - 1) // ncol
-    grid = np.ones((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c))
-    for k in range(n):
-        r, q = divmod(k, ncol)
-        y, x = pad + r * (h + pad), pad + q * (w + pad)
-        grid[y : y + h, x : x + w] = (images[k] / vmax).clamp(0, 1).permute(1, 2, 0).numpy()
+    # white gaps between the images and around them; make_grid gives 3 channels even for C = 1
+    grid = make_grid((images / vmax).clamp(0, 1), nrow=ncol, padding=pad, pad_value=1.0)
+    grid = grid.permute(1, 2, 0).numpy()
     if ax is None:
         _, ax = plt.subplots(figsize=(ncol * 0.6 + 0.5, nrows * 0.6 + 0.5))
     ax.imshow(
-        grid.squeeze(-1) if c == 1 else grid,
+        grid[..., 0] if c == 1 else grid,
         cmap="gray" if c == 1 else None,
         vmin=0,
         vmax=1,

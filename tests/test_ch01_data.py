@@ -66,3 +66,21 @@ def test_pattern_codes_and_stats():
     assert st["distinct_train_patterns"] == 2 and st["test_unseen_fraction"] == 0.5
     with pytest.raises(ValueError, match="62"):
         pattern_codes(torch.zeros(1, 63, dtype=torch.long))
+
+
+def test_image_grid_lays_out_images_with_white_gaps():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from arnb.plotting import image_grid
+
+    images = torch.zeros(10, 1, 4, 4, dtype=torch.long)
+    images[3] = 1
+    ax = image_grid(images, nrow=8, pad=1)
+    grid = ax.get_images()[0].get_array()
+    assert grid.shape == (2 * 5 + 1, 8 * 5 + 1)  # 2 rows of 8, 1-pixel gaps and border
+    assert grid[0].min() == 1 and grid[:, 0].min() == 1  # white border
+    assert grid[1:5, 1:5].max() == 0 and grid[1:5, 16:20].min() == 1  # image 0 black, 3 white
+    assert grid[6:10, 16:40].min() == 1  # the unused cells of the last row are white
+    rgb = image_grid(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)).get_images()[0]
+    assert rgb.get_array().shape == (6, 11, 3)

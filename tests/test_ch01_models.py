@@ -238,8 +238,29 @@ def test_bad_input_raises_clear_errors(kind):
         model.sample(2, prompt=torch.zeros(D + 1, dtype=torch.long))
     with pytest.raises(ValueError, match="prompt"):
         model.sample(2, prompt=torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="n must"):
         model.sample(0)
+    with pytest.raises(ValueError, match="length"):
+        model.sample(2, length=D + 1)
+    with pytest.raises(TypeError):
+        model.sample(2, None, torch.Generator())  # everything after n is a keyword
+    with pytest.raises(TypeError, match="integer"):
+        model.log_prob(torch.ones(2, D, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_integer_dtype_empty_batches_and_float64(kind):
+    model = make(kind, ORDERS[1])
+    x = all_configurations(D)
+    want = model.log_prob(x)
+    for dtype in (torch.uint8, torch.int8, torch.int32):
+        torch.testing.assert_close(model.log_prob(x.to(dtype)), want)
+    assert model.log_prob(x[:0]).shape == (0,)
+    assert model.sample(3, length=D).shape == (3, D)
+    torch.testing.assert_close(model.nll(x), -want.mean() / D)  # nats per dimension
+    double = model.double()
+    assert double.log_prob(x).dtype == torch.float64
+    assert double.sample(2, generator=torch.Generator().manual_seed(0)).dtype == torch.long
 
 
 def test_bad_construction_raises_clear_errors():

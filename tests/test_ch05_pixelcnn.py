@@ -163,7 +163,7 @@ def test_colour_and_conditional_model_sums_to_one():
     model = tiny(True, 3, 3, num_labels=2, height=2, width=1)
     configs = all_configurations(6, 3).view(-1, 2, 1, 3).permute(0, 3, 1, 2).contiguous()
     for label in (0, 1):
-        assert_normalized(lambda x, lab=label: model.log_prob(x, lab), configs, atol=1e-10)
+        assert_normalized(lambda x, lab=label: model.log_prob(x, label=lab), configs, atol=1e-10)
 
 
 @pytest.mark.parametrize("num_classes", [2, 256])
@@ -265,16 +265,16 @@ def test_bad_labels_prompts_and_configs_get_clear_errors():
     with pytest.raises(ValueError, match="class-conditional: pass label"):
         cond.log_prob(x)
     with pytest.raises(ValueError, match="label values must lie"):
-        cond.log_prob(x, torch.tensor([0, 3]))
+        cond.log_prob(x, label=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
-        cond.log_prob(x, torch.tensor([0, 1, 2]))
+        cond.log_prob(x, label=torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="not class-conditional"):
-        plain.log_prob(x, 1)
-    with pytest.raises(ValueError, match="prompt must hold the first rows"):
+        plain.log_prob(x, label=1)
+    with pytest.raises(ValueError, match="prompt must have shape"):
         plain.sample(2, prompt=torch.zeros(2, 1, 3, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="prompt values"):
         plain.sample(2, prompt=torch.full((2, 1, 3, 6), 2))
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(ValueError, match="n must"):
         plain.sample(0)
     with pytest.raises(ValueError, match="divisible"):
         PixelCNNConfig(channels=3, hidden=8)
@@ -282,3 +282,41 @@ def test_bad_labels_prompts_and_configs_get_clear_errors():
         PixelCNNConfig(layers=2, dilations=(1, 2, 4))
     with pytest.raises(ValueError, match="num_classes"):
         PixelCNNConfig(num_classes=1)
+
+
+def test_uint8_and_int32_images_give_the_same_answer_as_long():
+    # a uint8 image with 256 levels: a range check done in uint8 would wrap 256 to 0
+    model = tiny(True, 1, 256)
+    x = torch.randint(16, 241, (3, 1, 6, 6))
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 16, 240
+    want = model.log_prob(x)
+    torch.testing.assert_close(model.log_prob(x.to(torch.uint8)), want)
+    torch.testing.assert_close(model.log_prob(x.to(torch.int32)), want)
+    torch.testing.assert_close(model(x.to(torch.int16)), model(x))
+    cond = tiny(True, 3, 4, num_labels=3)
+    xc, label = torch.randint(4, (2, 3, 6, 6)), torch.tensor([2, 0])
+    torch.testing.assert_close(
+        cond.log_prob(xc.to(torch.uint8), label=label.to(torch.int32)),
+        cond.log_prob(xc, label=label),
+    )
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 3\], found range \[200, 200\]"):
+        cond.log_prob(torch.full((1, 3, 6, 6), 200, dtype=torch.uint8), label=0)
+
+
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "plain"])
+def test_protocol_signature_dtype_and_empty_batch(gated):
+    model = tiny(gated, 1, 2, height=3, width=3)
+    x = torch.randint(2, (4, 1, 3, 3))
+    assert model.log_prob(x).dtype == torch.float64
+    assert model.float().log_prob(x).dtype == torch.float32
+    assert model.log_prob(x[:0]).shape == (0,)
+    # nll is the mean per dimension (pixel and channel), not per image
+    torch.testing.assert_close(model.nll(x), -model.log_prob(x).mean() / 9)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(TypeError):
+        model.sample(2, None, g)  # everything after n is a keyword
+    with pytest.raises(TypeError):
+        model.log_prob(x, None)
+    assert model.sample(2, length=9).shape == (2, 1, 3, 3)
+    with pytest.raises(ValueError, match="length"):
+        model.sample(2, length=5)

@@ -5,33 +5,39 @@ import dataclasses
 import pytest
 import torch
 
-from arnb.config import Setup
 from arnb.chapters import ch05_pixelcnn as recipe
+from arnb.config import Setup
 
 
-def tiny_sizes(**run) -> recipe.Ch05Sizes:
+def tiny_sizes(**schedule) -> recipe.Ch05Sizes:
     base = recipe.SIZES["smoke"]
-    binary = dataclasses.replace(base.binary, eval_every=1, train_subset=48, valid=16, **run)
+    run = base.binary
+    binary = dataclasses.replace(
+        run,
+        schedule=dataclasses.replace(run.schedule, eval_every=1, **schedule),
+        train_subset=48,
+        valid=16,
+    )
     return dataclasses.replace(base, binary=binary)
 
 
-@pytest.mark.parametrize("lr, steps, ema", [(1.0, 10, None), (0.3, 8, 0.5)])
-def test_fit_returns_the_weights_with_the_best_validation_score(lr, steps, ema):
+@pytest.mark.parametrize("lr, steps, average", [(1.0, 10, None), (0.3, 8, 0.5)])
+def test_fit_returns_the_weights_with_the_best_validation_score(lr, steps, average):
     # a learning rate this high makes the validation score jump about, so (for these seeds)
     # the best weights are not the last ones, with and without weight averaging
-    sizes = tiny_sizes(lr=lr, steps=steps, ema=ema)
+    sizes = tiny_sizes(lr=lr, steps=steps, average=average)
     env = Setup(profile="smoke", device=torch.device("cpu"), seed=0)
     model, hist, _, info = recipe.fit("binary", env, sizes, progress=False)
-    scores = [e["valid_nll_nats"] for e in hist.eval]
-    assert info["selected_step"] == hist.eval_step[scores.index(min(scores))]
+    curve = [e["valid_nll_nats"] for e in hist.eval]
+    assert info["selected_step"] == hist.eval_step[curve.index(min(curve))]
     assert info["selected_step"] < hist.eval_step[-1], (
         "test needs a run whose last step is not best"
     )
     # the validation images are the last `valid` of the training subset, unseen in training
-    (xtr, _), _, _, _ = recipe.load_task("binary", sizes)
+    (xtr, ytr), _ = recipe.load_task("binary", sizes)
     assert info["train_images"] == len(xtr) - 16
-    again = recipe.evaluate(model, xtr[-16:], batch=sizes.eval_batch)["nll_nats"]
-    assert again == pytest.approx(min(scores), rel=1e-6)
+    again = recipe.scores(model, xtr[-16:], ytr[-16:], sizes.eval_batch)["nll_nats"]
+    assert again == pytest.approx(min(curve), rel=1e-6)
 
 
 def test_fit_rejects_a_validation_set_as_large_as_the_training_set():
@@ -40,3 +46,25 @@ def test_fit_rejects_a_validation_set_as_large_as_the_training_set():
     env = Setup(profile="smoke", device=torch.device("cpu"), seed=0)
     with pytest.raises(ValueError, match="valid must be between 1 and 47"):
         recipe.fit("binary", env, sizes, progress=False)
+
+
+def test_sizes_nest_the_config_and_schedule_and_keep_the_data_consistent():
+    for sizes in recipe.SIZES.values():
+        for task in ("binary", "mnist8", "color"):
+            run = getattr(sizes, task)
+            assert run.model.num_labels == (10 if task == "color" else 0)
+            assert run.schedule.steps >= 1
+    gpu = recipe.SIZES["gpu"]
+    assert gpu.binary.schedule.seconds == 120 and gpu.mnist8.model.hidden == 64
+    assert gpu.color.model.height == 28 and gpu.color.schedule.average is None
+    bad = dataclasses.replace(
+        recipe.SIZES["smoke"],
+        mnist8=dataclasses.replace(
+            recipe.SIZES["smoke"].mnist8,
+            model=dataclasses.replace(recipe.SIZES["smoke"].mnist8.model, height=14),
+        ),
+    )
+    with pytest.raises(ValueError, match="the config says"):
+        recipe.load_task("mnist8", bad)
+    with pytest.raises(ValueError, match="unknown task"):
+        recipe.load_task("eval_batch", bad)

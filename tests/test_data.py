@@ -45,6 +45,19 @@ def test_mnist_real_files():
 
 
 @needs_data
+def test_mnist_is_parsed_once_and_callers_get_their_own_copy(monkeypatch):
+    from arnb.data import mnist
+
+    data.load_mnist("test")
+    monkeypatch.setattr(mnist, "load_bytes", lambda f: pytest.fail("read the files again"))
+    x, y = data.load_mnist("test")
+    x[0] = 0
+    y[0] = 9
+    x2, y2 = data.load_mnist("test")
+    assert int(x2[0].max()) == 255 and y2[0] == 7
+
+
+@needs_data
 def test_binarization_is_fixed_and_follows_intensity():
     xb1, _ = data.load_binary_mnist("test")
     xb2, _ = data.load_binary_mnist("test")
@@ -188,9 +201,11 @@ def test_bad_split_and_idx():
         data.load_mnist("valid")
     from arnb.data.mnist import parse_idx
 
-    with pytest.raises(ValueError, match="header says"):
-        parse_idx(bytes([0, 0, 8, 1, 0, 0, 0, 9]) + b"\x00" * 5)
+    with pytest.raises(ValueError, match="does not match its header"):
+        parse_idx(bytes([0, 0, 8, 1, 0, 0, 0, 9]) + b"\x00" * 5)  # 9 bytes said, 5 there
     with pytest.raises(ValueError, match="not an idx file"):
         parse_idx(b"PK\x03\x04")
+    ok = parse_idx(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6)))
+    assert ok.dtype == torch.uint8 and ok.tolist() == [[0, 1, 2], [3, 4, 5]]
     with pytest.raises(ValueError, match="empty text"):
         data.split_text("")

@@ -12,42 +12,41 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 
 import torch
 
-from arnb.chapters.ch05_pixelcnn import SIZES, loss_per_dim, make_model
-from arnb.train import autocast
+from arnb.chapters.ch05_pixelcnn import SIZES
+from arnb.models.pixelcnn import GatedPixelCNN
+from arnb.train import Stopwatch, autocast
+from arnb.validation import validation
 
 
 def time_steps(batch: int, steps: int, bench: bool, channels_last: bool, bf16: bool) -> float:
     torch.backends.cudnn.benchmark = bench
     torch.manual_seed(0)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = make_model(SIZES["gpu"].mnist8, 256, 1).to(dev)
+    model = GatedPixelCNN(SIZES["gpu"].mnist8.model).to(dev)
     x = torch.randint(0, 256, (batch, 1, 28, 28), device=dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ctx = autocast(dev) if bf16 else contextlib.nullcontext()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def step():
         with ctx:
-            loss = loss_per_dim(model, (x, None))
+            loss = model.nll(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(10):  # warm-up: algorithm search, allocator
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return 1000 * (time.perf_counter() - t0) / steps
+    with validation(False):  # as train() runs after its first batch: no value checks
+        for _ in range(10):  # warm-up: algorithm search, allocator
+            step()
+        with Stopwatch(dev) as watch:
+            for _ in range(steps):
+                step()
+    return 1000 * watch.seconds / steps
 
 
 def main() -> None:

@@ -15,17 +15,15 @@ nats per image.
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
 from ..config import Setup, pick
+from ..data.batches import Minibatches
 from ..data.tiny_mnist import TinyMNIST, pattern_stats, tiny_mnist_splits
 from ..enumeration import enumerate_log_probs
 from ..metrics import bits_per_dim
@@ -33,26 +31,38 @@ from ..models.fvsbn import FVSBN, BinaryAR
 from ..models.joint_table import JointTable, select_alpha
 from ..models.made import MADE, MADEConfig
 from ..plotting import image_grid, save_figure
-from ..train import train
+from ..train import Schedule, cpu_threads, evaluate_nll, train
 from . import recipe
+
+
+def _schedule(lr: float, **kw) -> Schedule:
+    # Tiny models run faster on one CPU thread: for matrices this small, synchronising two
+    # threads costs more than the arithmetic (on a busy two-core machine, ten times more).
+    base = dict(steps=1500, batch_size=512, eval_every=100, time_limit=120.0, threads=1)
+    return Schedule(lr=lr, **{**base, **kw})
 
 
 @dataclass
 class Ch01Sizes:
-    """Every size of chapter 1 for one profile."""
+    """Every size of chapter 1 for one profile.
+
+    ``fvsbn`` and ``made`` are the schedules of the largest training sets; smaller sets train
+    for ``epochs`` passes, but at least ``min_steps`` steps (:func:`schedule_for`), and are
+    evaluated on the validation images about ``evaluations`` times. ``made_net`` is the MADE's
+    config; its ``dims`` is replaced by each data set's.
+    """
 
     image_sizes: tuple[int, ...] = (4, 5, 7)  # S of the S x S images in the sweep over D
     train_sizes: tuple[int, ...] = (100, 1000, 10000, 55000)  # images in the sweep over N
-    made_hidden: tuple[int, ...] = (128,)
-    steps: int = 1500  # optimiser steps for the largest training sets
-    min_epochs_steps: int = 200  # at least this many steps, whatever N
-    batch_size: int = 512
-    lr_fvsbn: float = 0.02
-    lr_made: float = 3e-3
-    eval_every: int = 100
+    made_net: MADEConfig = field(default_factory=lambda: MADEConfig(dims=16, hidden=(128,)))
+    fvsbn: Schedule = field(default_factory=lambda: _schedule(lr=0.02))
+    made: Schedule = field(default_factory=lambda: _schedule(lr=3e-3))
+    epochs: float = 30.0  # small sets need few steps and would only overfit more
+    min_steps: int = 200  # at least this many steps, whatever N
+    evaluations: int = 10
+    eval_batch: int = 8192  # images scored at once when evaluating a whole split
     alphas: tuple[float, ...] = field(default_factory=lambda: tuple(10.0**e for e in range(-16, 2)))
     num_samples: int = 20000  # samples drawn to check the sampler against exact probabilities
-    time_limit: float = 120.0  # seconds per fit: a safety net, the step count normally ends it
     budget: float = 600.0  # seconds for a whole sweep: later fits are skipped (and listed) past it
 
 
@@ -60,68 +70,43 @@ SIZES = {
     "smoke": Ch01Sizes(
         image_sizes=(4, 5),
         train_sizes=(300,),
-        made_hidden=(32,),
-        steps=40,
-        min_epochs_steps=20,
-        eval_every=20,
+        made_net=MADEConfig(dims=16, hidden=(32,)),
+        fvsbn=_schedule(lr=0.02, steps=40, eval_every=20, time_limit=20.0),
+        made=_schedule(lr=3e-3, steps=40, eval_every=20, time_limit=20.0),
+        min_steps=20,
         num_samples=2000,
-        time_limit=20.0,
         budget=60.0,
     ),
     "cpu": Ch01Sizes(),
     "gpu": Ch01Sizes(
         image_sizes=(4, 5, 6, 7),
         train_sizes=(100, 300, 1000, 3000, 10000, 30000, 55000),
-        made_hidden=(512, 512),
-        steps=4000,
-        min_epochs_steps=400,
-        batch_size=1024,
-        lr_made=2e-3,
-        eval_every=200,
+        made_net=MADEConfig(dims=16, hidden=(512, 512)),
+        fvsbn=_schedule(
+            lr=0.02, steps=4000, batch_size=1024, eval_every=200, time_limit=40.0, threads=None
+        ),
+        made=_schedule(
+            lr=2e-3, steps=4000, batch_size=1024, eval_every=200, time_limit=40.0, threads=None
+        ),
+        min_steps=400,
         num_samples=100000,
-        time_limit=40.0,
         budget=240.0,
     ),
 }
 
 
-class Minibatches:
-    """Random minibatches of ``data (N, D)``, reshuffled each epoch from a seeded generator."""
-
-    def __init__(self, data: torch.Tensor, batch_size: int, seed: int = 0):
-        self.data, self.batch_size = data, min(batch_size, len(data))
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self):
-        perm = torch.randperm(len(self.data), generator=self.generator)
-        for i in range(0, len(perm) - self.batch_size + 1, self.batch_size):
-            yield self.data[perm[i : i + self.batch_size]]
+def schedule_for(schedule: Schedule, n: int, sizes: Ch01Sizes) -> Schedule:
+    """``schedule`` shortened for ``n`` training images: ``epochs`` passes, at least
+    ``min_steps`` steps, at most ``schedule.steps``; about ``evaluations`` evaluations."""
+    steps = int(min(schedule.steps, max(sizes.min_steps, sizes.epochs * n / schedule.batch_size)))
+    eval_every = max(1, min(schedule.eval_every or steps, steps // sizes.evaluations))
+    return replace(schedule, steps=steps, eval_every=eval_every)
 
 
-@contextlib.contextmanager
-def one_thread(device: torch.device | str = "cpu"):
-    """Run tiny CPU models on one thread: for matrices this small, synchronising two threads costs
-    more than the arithmetic (on a busy two-core machine, ten times more)."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@torch.no_grad()
-def mean_nll(model: BinaryAR, x: torch.Tensor, batch_size: int = 8192) -> float:
-    """Mean ``-log p(x)`` in nats per image over ``x (N, D)``, in float32/64 (no autocast)."""
-    device = model.device
-    total = 0.0
-    with one_thread(device):
-        for i in range(0, len(x), batch_size):
-            total += float(-model.log_prob(x[i : i + batch_size].to(device)).double().sum())
-    return total / len(x)
+def nll_per_image(model: BinaryAR, x: torch.Tensor, sizes: Ch01Sizes) -> float:
+    """Mean ``-log p(x)`` in nats per image over the whole split ``x (N, D)``."""
+    with cpu_threads(sizes.made.threads):
+        return evaluate_nll(model, x.split(sizes.eval_batch))["nats"]
 
 
 def fit_table(train_x: torch.Tensor, val_x: torch.Tensor, sizes: Ch01Sizes) -> JointTable:
@@ -134,59 +119,40 @@ def fit_ar(
     model: BinaryAR,
     train_x: torch.Tensor,
     val_x: torch.Tensor,
-    sizes: Ch01Sizes,
-    lr: float,
+    schedule: Schedule,
     device: torch.device | str = "cpu",
     seed: int = 0,
     progress: bool = False,
 ) -> dict:
-    """Train FVSBN or MADE by minimising the NLL; keep the weights with the best validation NLL.
+    """Train FVSBN or MADE by minimising the NLL as ``schedule`` says (see :func:`schedule_for`).
 
-    The number of steps grows with the training set (about 30 epochs, between
-    ``min_epochs_steps`` and ``steps``): small sets need few steps and would only overfit more.
-    Returns the training history and the chosen step.
+    The model ends on ``device``, in eval mode, with the weights that scored best on
+    ``val_x``. Returns ``history`` (:class:`arnb.train.History`), ``best_val_nll`` (nats per
+    image), ``selected_step`` (when those weights were taken) and ``steps`` (steps trained).
     """
     model.to(device)
     model.init_bias(train_x)
-    n = len(train_x)
-    steps = int(min(sizes.steps, max(sizes.min_epochs_steps, 30 * n / sizes.batch_size)))
-    best = {"nll": math.inf, "state": copy.deepcopy(model.state_dict()), "step": 0}
-    val_dev = val_x.to(device)
-    evals = 0
-
-    def evaluate(m: BinaryAR) -> dict[str, float]:
-        nonlocal evals
-        evals += 1
-        nll = float(-m.log_prob(val_dev).float().mean())
-        if nll < best["nll"]:
-            best.update(nll=nll, state=copy.deepcopy(m.state_dict()), step=evals)
-        return {"val_nll": nll}
-
-    eval_every = min(sizes.eval_every, max(10, steps // 10))
-    with one_thread(device):
-        hist = train(
-            model,
-            lambda m, x: m.nll(x),
-            Minibatches(train_x.to(device), sizes.batch_size, seed),
-            steps=steps,
-            lr=lr,
-            eval_fn=evaluate,
-            eval_every=eval_every,
-            progress=progress,
-            log_every=max(1, steps // 50),
-            time_limit=sizes.time_limit,
-        )
-    model.load_state_dict(best["state"])
-    model.eval()
+    val = val_x.to(device)
+    hist = train(
+        model,
+        lambda m, x: m.nll(x),
+        Minibatches(train_x.to(device), batch_size=schedule.batch_size, seed=seed),
+        schedule,
+        eval_fn=lambda m: {"val_nll": evaluate_nll(m, [val])["nats"]},
+        select="val_nll",
+        progress=progress,
+        desc=type(model).__name__,
+    )
     return {
         "history": hist,
-        "best_val_nll": best["nll"],
-        "steps": hist.step[-1] + 1 if hist.step else 0,
+        "best_val_nll": min(e["val_nll"] for e in hist.eval),
+        "selected_step": hist.selected_step,
+        "steps": hist.eval_step[-1],
     }
 
 
 def make_made(dims: int, sizes: Ch01Sizes, seed: int = 0) -> MADE:
-    return MADE(MADEConfig(dims=dims, hidden=tuple(sizes.made_hidden), seed=seed))
+    return MADE(replace(sizes.made_net, dims=dims, seed=seed))
 
 
 def compare_models(
@@ -209,11 +175,12 @@ def compare_models(
             extra = {"alpha": model.alpha, "steps": 0}
         else:
             model = FVSBN(data.dims) if name == "FVSBN" else make_made(data.dims, sizes, seed)
-            lr = sizes.lr_fvsbn if name == "FVSBN" else sizes.lr_made
-            fit = fit_ar(model, train_x, data.val, sizes, lr, device, seed, progress)
+            base = sizes.fvsbn if name == "FVSBN" else sizes.made
+            schedule = schedule_for(base, len(train_x), sizes)
+            fit = fit_ar(model, train_x, data.val, schedule, device, seed, progress)
             model.cpu()
             extra = {"steps": fit["steps"]}
-        test_nll = mean_nll(model, data.test)
+        test_nll = nll_per_image(model, data.test, sizes)
         rows.append(
             {
                 "size": data.size,
@@ -221,8 +188,8 @@ def compare_models(
                 "n_train": len(train_x),
                 "model": name,
                 "free_parameters": model.num_free_parameters(),
-                "train_nll": mean_nll(model, train_x),
-                "val_nll": mean_nll(model, data.val),
+                "train_nll": nll_per_image(model, train_x, sizes),
+                "val_nll": nll_per_image(model, data.val, sizes),
                 "test_nll": test_nll,
                 "test_bits_per_dim": float(bits_per_dim(test_nll, data.dims)),
                 "fit_seconds": round(time.time() - t0, 1),

@@ -9,8 +9,12 @@ the dynamically-sampled-then-fixed binarization behind the usual binarized-MNIST
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+import tempfile
+from pathlib import Path
+
 import torch
+from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from .files import RemoteFile, load_bytes
 
@@ -48,16 +52,21 @@ def mnist_file(split: str, what: str) -> RemoteFile:
     return RemoteFile(f"MNIST/raw/{name}", sha, tuple(m + name for m in _MIRRORS), gzip=True)
 
 
-def parse_idx(data: bytes) -> np.ndarray:
-    """Parse an idx file (big-endian header: 0, 0, dtype code, ndim, then ndim uint32 sizes)."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError("not an idx file of unsigned bytes")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise ValueError(f"idx body has {body.size} bytes, header says {shape}")
-    return body.reshape(shape)
+def parse_idx(data: bytes) -> torch.Tensor:
+    """An idx file's content (already verified and decompressed) as a tensor, by torchvision.
+
+    torchvision's reader takes a file, so the bytes go through a temporary one; its asserts
+    become a ValueError that says the bytes are no idx file.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.idx"
+        path.write_bytes(data)
+        try:
+            return read_sn3_pascalvincent_tensor(str(path), strict=True)
+        except (AssertionError, KeyError, IndexError, RuntimeError, ValueError):
+            raise ValueError(
+                f"not an idx file, or its body does not match its header ({len(data)} bytes)"
+            ) from None
 
 
 def _check_split(split: str) -> None:
@@ -65,13 +74,22 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
 
-def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """8-bit MNIST: images ``(N, 1, 28, 28)`` long in [0, 255] and labels ``(N,)`` long."""
-    _check_split(split)
+@functools.lru_cache(maxsize=2)
+def _parsed(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's uint8 images ``(N, 28, 28)`` and labels ``(N,)``, parsed once per process."""
     images = parse_idx(load_bytes(mnist_file(split, "images")))
     labels = parse_idx(load_bytes(mnist_file(split, "labels")))
-    x = torch.from_numpy(images.astype(np.int64)).unsqueeze(1)
-    return x, torch.from_numpy(labels.astype(np.int64))
+    return images, labels
+
+
+def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """8-bit MNIST: images ``(N, 1, 28, 28)`` long in [0, 255] and labels ``(N,)`` long.
+
+    The files are parsed once per process; every call returns fresh tensors.
+    """
+    _check_split(split)
+    images, labels = _parsed(split)
+    return images.unsqueeze(1).long(), labels.long()
 
 
 def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:

@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from .mnist import BINARIZE_SEEDS, binarize, load_mnist
 
 VALIDATION_SIZE = 5000
-SIZES = (4, 5, 7)
 THRESHOLD = 64  # a block at least a quarter inked is a 1
 
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import ARModule, check_discrete
+from ..protocol import ARModule, fixed_length
 from ..sampling import sample_bernoulli
+from ..validation import as_indices
 
 
 def check_order(order: torch.Tensor | list[int] | None, dims: int) -> torch.Tensor:
@@ -72,18 +73,19 @@ class BinaryAR(ARModule):
         """Parameters that shape the distribution (subclasses discount masked-out weights)."""
         return self.num_parameters()
 
-    def _check_input(self, x: torch.Tensor, name: str = "x") -> None:
-        check_discrete(x, 2, (self.dims,), name=name)
+    def _check_input(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x (B, D)`` of any integer dtype with values in {0, 1}, as ``long``."""
+        return as_indices(x, 2, (self.dims,), name=name)
 
     def log_prob_terms(self, x: torch.Tensor) -> torch.Tensor:
         """Per-dimension log-probabilities ``log p(x_d | x before d)``: ``x (B, D) -> (B, D)`` nats."""
-        self._check_input(x)
+        x = self._check_input(x)
         logits = self(x)
         # log sigmoid(l) if x = 1, log sigmoid(-l) if x = 0; stable for any logit.
         return -F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``log p(x) = sum_d log p(x_d | x before d)``: ``x (B, D) long in {0,1} -> (B,)`` nats."""
+        """``log p(x) = sum_d log p(x_d | x before d)``: ``x (B, D)`` in {0,1} -> ``(B,)`` nats."""
         return self.log_prob_terms(x).sum(-1)
 
     def conditional_logit(self, x: torch.Tensor, step: int) -> torch.Tensor:
@@ -93,25 +95,14 @@ class BinaryAR(ARModule):
         """
         return self(x)[:, int(self.order[step])]
 
-    def _prompt(self, n: int, prompt: torch.Tensor | None) -> torch.Tensor:
-        if prompt is None:
-            return torch.zeros(n, 0, dtype=torch.long)
-        prompt = torch.as_tensor(prompt)
-        if prompt.dim() == 1:
-            prompt = prompt.unsqueeze(0).expand(n, -1)
-        if prompt.dim() != 2 or prompt.shape[0] != n or prompt.shape[1] > self.dims:
-            raise ValueError(
-                f"prompt must have shape (C,) or (n={n}, C) with C <= {self.dims}, got {tuple(prompt.shape)}"
-            )
-        check_discrete(prompt, 2, name="prompt")
-        return prompt.long()
-
     @torch.no_grad()
     def sample(
         self,
         n: int,
+        *,
         prompt: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Ancestral sampling: ``(n, D)`` long in {0, 1}, one dimension per step, in the model's order.
@@ -119,13 +110,14 @@ class BinaryAR(ARModule):
         ``prompt (C,)`` or ``(n, C)`` holds the values of the first C dimensions *in the model's
         order* (``order[:C]``); they are kept, the other D - C dimensions are drawn. Each draw
         uses one uniform number per row from ``generator``, so a seed fixes the samples.
+        ``length`` may only be None or D (the model draws whole images).
         """
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        prompt = self._prompt(n, prompt)
-        x = torch.zeros(n, self.dims, dtype=torch.long, device=self.device)
-        c = prompt.shape[1]
-        x[:, self.order[:c]] = prompt.to(x.device)
+        fixed_length(length, self.dims)
+        # the prompt in the model's order, then moved to its dimensions in the natural layout
+        in_order, c = self.start_buffer(n, prompt, (self.dims,), num_classes=2)
+        order = self.order.tolist()  # Python ints: no device lookup per step
+        x = torch.zeros_like(in_order)
+        x[:, order] = in_order
         steps = range(c, self.dims)
         if progress:
             from tqdm.auto import tqdm
@@ -133,9 +125,7 @@ class BinaryAR(ARModule):
             steps = tqdm(steps, desc="sampling", leave=False)
         for k in steps:
             # D - C passes through the network: each draw needs the ones before it.
-            x[:, self.order[k]] = sample_bernoulli(self.conditional_logit(x, k), generator).to(
-                x.device
-            )
+            x[:, order[k]] = sample_bernoulli(self.conditional_logit(x, k), generator).to(x.device)
         return x
 
 

@@ -73,7 +73,7 @@ class JointTable(BinaryAR):
     @torch.no_grad()
     def fit(self, data: torch.Tensor, alpha: float | None = None) -> JointTable:
         """Count the patterns of ``data (N, D)`` in {0, 1}; optionally change ``alpha``. Returns self."""
-        self._check_input(data, "data")
+        data = self._check_input(data, "data")
         if alpha is not None:
             self._check_alpha(alpha)
             self.alpha = float(alpha)
@@ -94,9 +94,11 @@ class JointTable(BinaryAR):
         return self.cumcounts[b] - self.cumcounts[a]
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(x)`` from the table: ``x (B, D) long in {0,1} -> (B,)`` nats (float64)."""
-        self._check_input(x)
-        code = self._codes(x.to(self.device))
+        """Exact ``log p(x)`` from the table: ``x (B, D)`` in {0,1} -> ``(B,)`` nats.
+
+        The counts are kept in float64, so the result is float64 (float32 after ``.float()``).
+        """
+        code = self._codes(self._check_input(x).to(self.device))
         count = self._range_count(code, code + 1)
         return torch.log(count + self.alpha) - self._log_z()
 
@@ -121,10 +123,6 @@ class JointTable(BinaryAR):
 
     def conditional_logit(self, x: torch.Tensor, step: int) -> torch.Tensor:
         return self._step_logit(x.to(self.device).long(), step)
-
-    def log_prob_terms(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-dimension ``log p(x_d | x before d)`` ``(B, D)``; they sum to :meth:`log_prob`."""
-        return super().log_prob_terms(x)
 
 
 def select_alpha(

@@ -38,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..protocol import ARModule, check_discrete
+from ..protocol import ARModule, fixed_length
 from ..sampling import sample_bernoulli, sample_categorical
+from ..validation import as_indices
 
 # ----------------------------------------------------------------------------------------------
 # masks
@@ -236,19 +237,16 @@ class _PixelCNNBase(ARModule):
 
     # -- input handling --------------------------------------------------------------------------
 
-    def check_images(self, x: torch.Tensor, name: str = "x") -> None:
-        """Clear errors for float images, wrong shapes or channel counts, values out of range."""
+    def check_images(self, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """``x (B, C, H, W)`` of any integer dtype (uint8 images too) as ``long``.
+
+        Clear errors for float images, wrong shapes or channel counts and (while
+        :mod:`arnb.validation` is on) values out of range.
+        """
         cfg = self.config
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(
-                f"{name} must have shape (batch, {cfg.channels}, {cfg.height}, {cfg.width}), "
-                f"got {tuple(x.shape)}"
-            )
-        if x.shape[1] != cfg.channels:
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] != cfg.channels:
             raise ValueError(f"{name} has {x.shape[1]} channels, the model expects {cfg.channels}")
-        check_discrete(x, cfg.num_classes, (cfg.channels, cfg.height, cfg.width), name)
+        return as_indices(x, cfg.num_classes, (cfg.channels, cfg.height, cfg.width), name)
 
     def check_labels(self, label, n: int, device) -> torch.Tensor | None:
         """``label``: None, an int, or ``(n,)`` ints in ``[0, num_labels)`` -> ``(n,)`` long or None."""
@@ -268,8 +266,7 @@ class _PixelCNNBase(ARModule):
             label = label.expand(n)
         if label.shape != (n,):
             raise ValueError(f"label must be an int or have shape ({n},), got {tuple(label.shape)}")
-        check_discrete(label.unsqueeze(1), cfg.num_labels, (1,), "label")
-        return label.long()
+        return as_indices(label, cfg.num_labels, name="label")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Integer pixels ``{0..K-1}`` -> floats in [-1, 1] (what the network reads)."""
@@ -287,24 +284,23 @@ class _PixelCNNBase(ARModule):
     def logits_from_float(self, h: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, label=None) -> torch.Tensor:
-        """Parameters of every conditional: ``x (B, C, H, W) long`` -> logits.
+    def forward(self, x: torch.Tensor, *, label=None) -> torch.Tensor:
+        """Parameters of every conditional: ``x (B, C, H, W)`` integers -> logits.
 
         Bernoulli head: ``(B, C, H, W)`` (one logit of P(x=1) each); categorical head:
         ``(B, C, H, W, K)``.
         """
-        self.check_images(x)
+        x = self.check_images(x)
         raw = self.logits_from_float(self.encode(x), self.check_labels(label, x.shape[0], x.device))
         return raw[:, 0] if self.config.bernoulli else raw.movedim(1, -1)
 
-    def log_prob(self, x: torch.Tensor, label=None, validate: bool = True) -> torch.Tensor:
-        """``log p(x)`` in nats: ``x (B, C, H, W) long -> (B,)``.
+    def log_prob(self, x: torch.Tensor, *, label=None) -> torch.Tensor:
+        """``log p(x)`` in nats: ``x (B, C, H, W)`` integers (uint8 images too) -> ``(B,)``.
 
-        ``validate=False`` skips the input checks (they synchronise with the GPU every step).
+        ``label`` (an int or ``(B,)``) conditions a class-conditional model.
         """
-        if validate:
-            self.check_images(x)
-        label = self.check_labels(label, x.shape[0], x.device) if validate else label
+        x = self.check_images(x)
+        label = self.check_labels(label, x.shape[0], x.device)
         raw = self.logits_from_float(self.encode(x), label)
         if raw.dtype in (torch.float16, torch.bfloat16):
             raw = raw.float()  # the loss in full precision, also under autocast
@@ -314,40 +310,18 @@ class _PixelCNNBase(ARModule):
             nll = F.cross_entropy(raw, x, reduction="none")  # class dimension 1: no copy
         return -nll.flatten(1).sum(1)
 
-    def nll(self, x: torch.Tensor, label=None, validate: bool = True) -> torch.Tensor:
-        """Mean NLL per image in nats."""
-        return -self.log_prob(x, label, validate).mean()
-
     # -- sampling --------------------------------------------------------------------------------
 
     def _start(
-        self, n: int, prompt, label, device
+        self, n: int, prompt, label, length: int | None
     ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
         """Blank canvas ``(n, C, H, W)`` with the prompt's rows filled in; first row to sample."""
         cfg = self.config
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        x = torch.zeros(n, cfg.channels, cfg.height, cfg.width, dtype=torch.long, device=device)
-        rows = 0
-        if prompt is not None:
-            prompt = torch.as_tensor(prompt)
-            if prompt.dim() == 3:
-                prompt = prompt.unsqueeze(0).expand(n, -1, -1, -1)
-            if (
-                prompt.dim() != 4
-                or prompt.shape[0] != n
-                or prompt.shape[1] != cfg.channels
-                or prompt.shape[3] != cfg.width
-                or prompt.shape[2] > cfg.height
-            ):
-                raise ValueError(
-                    f"prompt must hold the first rows of the images: shape ({n}, {cfg.channels}, "
-                    f"rows<={cfg.height}, {cfg.width}) or without the batch dimension, got {tuple(prompt.shape)}"
-                )
-            check_discrete(prompt, cfg.num_classes, None, "prompt")
-            rows = prompt.shape[2]
-            x[:, :, :rows] = prompt.to(device)
-        return x, rows, self.check_labels(label, n, device)
+        fixed_length(length, cfg.dims, "image")
+        x, rows = self.start_buffer(
+            n, prompt, (cfg.channels, cfg.height, cfg.width), axis=1, num_classes=cfg.num_classes
+        )
+        return x, rows, self.check_labels(label, n, x.device)
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """One draw per image from ``logits (n, K')``: Bernoulli or categorical, one uniform each."""
@@ -359,18 +333,19 @@ class _PixelCNNBase(ARModule):
     def sample_naive(
         self,
         n: int,
+        *,
         prompt=None,
-        label=None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
+        label=None,
         progress: bool = False,
     ) -> torch.Tensor:
         """The textbook loop: one full forward pass per pixel and channel (H*W*C passes).
 
-        ``prompt (n or -, C, rows, W)`` fixes the first rows (image completion); ``label`` an int or
-        ``(n,)`` for a class-conditional model. Returns ``(n, C, H, W)`` long.
+        Arguments as for :meth:`sample`. Returns ``(n, C, H, W)`` long.
         """
         cfg = self.config
-        x, rows, label = self._start(n, prompt, label, self.device)
+        x, rows, label = self._start(n, prompt, label, length)
         steps = range(rows * cfg.width, cfg.height * cfg.width)
         if progress:
             from tqdm.auto import tqdm
@@ -383,16 +358,32 @@ class _PixelCNNBase(ARModule):
                 x[:, c, i, j] = self._draw(raw[:, :, c, i, j], generator)
         return x
 
+    def sample_fast(self, n: int, **kwargs) -> torch.Tensor:
+        """The plain PixelCNN has no incremental sampler: the naive loop."""
+        return self.sample_naive(n, **kwargs)
+
     def sample(
         self,
         n: int,
+        *,
         prompt=None,
-        label=None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
+        label=None,
         progress: bool = False,
+        fast: bool = True,
     ) -> torch.Tensor:
-        """Ancestral samples ``(n, C, H, W)`` long (see :meth:`sample_naive` for the arguments)."""
-        return self.sample_naive(n, prompt, label, generator, progress)
+        """Ancestral samples ``(n, C, H, W)`` long.
+
+        ``prompt (C, rows, W)`` or ``(n, C, rows, W)`` fixes the first rows (image completion);
+        ``label`` (an int or ``(n,)``) conditions a class-conditional model; ``length`` may only
+        be None or ``C*H*W``. ``fast=False`` runs the naive loop (one full pass per value); the
+        fast one (gated PixelCNN only) draws the same images for the same generator.
+        """
+        draw = self.sample_fast if fast else self.sample_naive
+        return draw(
+            n, prompt=prompt, generator=generator, length=length, label=label, progress=progress
+        )
 
     def effective_parameters(self) -> int:
         """Parameters that can influence the output (masked-out weights not counted)."""
@@ -541,9 +532,11 @@ class GatedPixelCNN(_PixelCNNBase):
     def sample_fast(
         self,
         n: int,
+        *,
         prompt=None,
-        label=None,
         generator: torch.Generator | None = None,
+        length: int | None = None,
+        label=None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Same samples as :meth:`sample_naive` for the same generator, computing far less.
@@ -560,7 +553,7 @@ class GatedPixelCNN(_PixelCNNBase):
         """
         cfg = self.config
         r = cfg.reach
-        x, rows, label = self._start(n, prompt, label, self.device)
+        x, rows, label = self._start(n, prompt, label, length)
         conds = self.conditioning(label)
         it = range(rows, cfg.height)
         if progress:
@@ -582,23 +575,6 @@ class GatedPixelCNN(_PixelCNNBase):
                     )
                     x[:, c, i, j] = self._draw(raw[:, :, c, 0, -1], generator)
         return x
-
-    def sample(
-        self,
-        n: int,
-        prompt=None,
-        label=None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        fast: bool = True,
-    ) -> torch.Tensor:
-        """Ancestral samples ``(n, C, H, W)`` long; ``fast=False`` runs the naive loop instead.
-
-        ``prompt (n or -, C, rows, W)`` fixes the first rows; ``label`` conditions on a class.
-        """
-        if fast:
-            return self.sample_fast(n, prompt, label, generator, progress)
-        return self.sample_naive(n, prompt, label, generator, progress)
 
 
 def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
@@ -629,8 +605,3 @@ def receptive_field(model: _PixelCNNBase, i: int, j: int, c: int = 0, label=None
     weights = torch.randn(raw.shape[1], generator=g, dtype=torch.float64).to(raw)
     (grad,) = torch.autograd.grad((raw[0, :, c, i, j] * weights).sum(), h)
     return grad[0] != 0
-
-
-def build(config: PixelCNNConfig, gated: bool = True) -> _PixelCNNBase:
-    """The gated or the plain PixelCNN for ``config``."""
-    return GatedPixelCNN(config) if gated else PixelCNN(config)
