@@ -157,7 +157,3 @@ def fixed_length(length: int | None, size: int, what: str = "sample") -> int:
         raise ValueError(f"this model draws {what}s of length {size} only, got length={length}")
     return size
 
-
-def check_discrete(x, num_classes, shape=None, name="x"):
-    """Transitional name for :func:`arnb.validation.as_indices` (removed once callers move)."""
-    return as_indices(x, num_classes, shape, name)
