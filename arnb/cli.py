@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from . import distributed
-from .config import PROFILES, setup
 from .chapters import load_all
+from .config import PROFILES, setup
 
 
 def main(argv: list[str] | None = None) -> int:

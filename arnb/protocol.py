@@ -156,4 +156,3 @@ def fixed_length(length: int | None, size: int, what: str = "sample") -> int:
     if length is not None and length != size:
         raise ValueError(f"this model draws {what}s of length {size} only, got length={length}")
     return size
-

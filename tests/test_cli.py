@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from arnb.cli import main
 from arnb.chapters import RECIPES, load_all, recipe
+from arnb.cli import main
 
 
 def test_run_writes_metrics_and_figures(tmp_path, capsys):
