@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .sampling import sample_categorical
-from .validation import check_finite, check_positive, validation_enabled
+from .validation import check_finite, check_positive, check_real, validation_enabled
 
 LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 LOG_2PI = math.log(2 * math.pi)
@@ -50,29 +50,6 @@ def full_precision(t: torch.Tensor):
     narrowest components; these layers are tiny, so full precision costs nothing.
     """
     return torch.autocast(t.device.type, enabled=False)
-
-
-def check_real(
-    t: torch.Tensor, name: str = "y", shape: tuple[int | None, ...] | None = None
-) -> None:
-    """Raise a clear error unless ``t`` is a finite floating-point tensor of the given shape.
-
-    ``shape`` may hold ``None`` for "any size" (e.g. ``(None, 1)`` for a batch of 1-D inputs).
-    """
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not t.dtype.is_floating_point:
-        raise TypeError(
-            f"{name} must be a floating-point tensor, got dtype {t.dtype}; use {name}.float()"
-        )
-    if shape is not None:
-        ok = t.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, t.shape))
-        if not ok:
-            want = ", ".join("B" if s is None else str(s) for s in shape)
-            raise ValueError(f"{name} must have shape ({want}), got {tuple(t.shape)}")
-    if validation_enabled() and t.numel() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); clean the data first")
 
 
 # ----------------------------------------------------------------------------- closed forms

@@ -43,13 +43,19 @@ def _require_tensor(x, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
 
 
-def check_shape(x: torch.Tensor, shape: tuple[int, ...], name: str = "x") -> None:
-    """Raise unless ``x`` is ``(batch, *shape)``; ``-1`` in ``shape`` matches any size."""
+def _check_dims(x: torch.Tensor, shape: tuple, name: str, batch: bool) -> None:
+    """``x.shape`` must equal ``shape`` (``None``: any size; the first is "batch" if ``batch``)."""
+    if x.dim() == len(shape) and all(s is None or s == t for s, t in zip(shape, x.shape)):
+        return
+    free = ["batch", "any"] if batch else ["B", "B"]  # what a None stands for, first and rest
+    sizes = [str(s) if s is not None else free[min(i, 1)] for i, s in enumerate(shape)]
+    raise ValueError(f"{name} must have shape ({', '.join(sizes)}), got {tuple(x.shape)}")
+
+
+def check_shape(x: torch.Tensor, shape: tuple[int | None, ...], name: str = "x") -> None:
+    """Raise unless ``x`` is ``(batch, *shape)``; ``None`` in ``shape`` matches any size."""
     _require_tensor(x, name)
-    ok = x.dim() == len(shape) + 1 and all(s in (-1, t) for s, t in zip(shape, x.shape[1:]))
-    if not ok:
-        want = ", ".join("any" if s == -1 else str(s) for s in shape)
-        raise ValueError(f"{name} must have shape (batch, {want}), got {tuple(x.shape)}")
+    _check_dims(x, (None, *shape), name, batch=True)
 
 
 def as_indices(
@@ -59,7 +65,7 @@ def as_indices(
 
     Any integer dtype is accepted and converted (``uint8`` images, ``int32`` ids); floats and
     booleans are refused. The value range is checked when validation is on. ``shape`` gives the
-    expected trailing dimensions (without the batch dimension; ``-1`` matches any size).
+    expected trailing dimensions (without the batch dimension; ``None`` matches any size).
     """
     _require_tensor(x, name)
     if x.dtype.is_floating_point or x.dtype == torch.bool or x.dtype.is_complex:
@@ -79,14 +85,24 @@ def as_indices(
     return x.long()
 
 
-def check_finite(x: torch.Tensor, name: str = "x", where: torch.Tensor | None = None) -> None:
-    """Raise if ``x`` (restricted to ``where``, a boolean mask, if given) holds NaN or inf."""
+def check_finite(x: torch.Tensor, name: str = "x") -> None:
+    """Raise if ``x`` holds NaN or inf (when validation is on)."""
     _require_tensor(x, name)
-    if not _enabled:
-        return
-    vals = x if where is None else x[where.expand_as(x) if where.shape != x.shape else where]
-    if vals.numel() and not bool(torch.isfinite(vals).all()):
-        raise ValueError(f"{name} holds NaN or infinite values")
+    if _enabled and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} holds NaN or infinite values ({bad}); clean the data first")
+
+
+def check_real(x: torch.Tensor, name: str = "x", shape: tuple[int | None, ...] | None = None):
+    """Raise unless ``x`` is a finite floating-point tensor of ``shape`` (``None``: any size)."""
+    _require_tensor(x, name)
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; use {name}.float()"
+        )
+    if shape is not None:
+        _check_dims(x, tuple(shape), name, batch=False)
+    check_finite(x, name)
 
 
 def check_positive(x: torch.Tensor, name: str) -> None:

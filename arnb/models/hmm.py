@@ -95,7 +95,7 @@ class HMM(SequenceLM):
         ``all`` (only with ``all_logits``, else None) holds the log-probabilities of every symbol
         at every step.
         """
-        x = as_indices(x, self.vocab_size, (-1,))
+        x = as_indices(x, self.vocab_size, (None,))
         # full precision even under bf16 autocast: log-space sums over thousands of steps need it
         with torch.autocast(x.device.type, enabled=False):
             log_pi, log_A, log_E = self.log_params()

@@ -27,14 +27,13 @@ from ..distributions import (
     GaussianMixture,
     ImplicitQuantileHead,
     MixtureDensityHead,
-    check_real,
     full_precision,
     normal_log_prob,
     pinball_loss,
     quantile_huber_loss,
 )
 from ..protocol import ARModule, fixed_length
-from ..validation import check_int
+from ..validation import check_int, check_real
 
 
 def as_context(context: torch.Tensor, in_features: int, batch: int | None = None) -> torch.Tensor:

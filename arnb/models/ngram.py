@@ -327,7 +327,7 @@ class NGramLM(SequenceLM):
         the returned state holds the last ``order-1`` ids read.
         """
         self._check_fitted()
-        x = _ids(x, self.vocab_size, "x", shape=(-1,))
+        x = _ids(x, self.vocab_size, "x", shape=(None,))
         B, T = x.shape
         before = np.zeros((B, 0), dtype=np.int64) if state is None else state.cpu().numpy()
         w = self.order - 1
@@ -338,7 +338,7 @@ class NGramLM(SequenceLM):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, T) -> (B, T, K)`` log-probabilities of every conditional ``p(x_t | x_<t)``."""
         self._check_fitted()
-        ids = _ids(x, self.vocab_size, "x", shape=(-1,))
+        ids = _ids(x, self.vocab_size, "x", shape=(None,))
         B, T, K, w = *ids.shape, self.vocab_size, self.order - 1
         hist = self._windows(ids, np.zeros((B, 0), dtype=np.int64)).reshape(B * T, w)
         targets = np.broadcast_to(np.arange(K), (B * T, K))

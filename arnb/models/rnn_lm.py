@@ -85,7 +85,7 @@ class CharRNN(SequenceLM):
 
         ``logits[:, t]`` parameterise the symbol that follows ``inputs[:, t]``.
         """
-        inputs = as_indices(inputs, self.vocab_size + 1, (-1,), name="inputs")
+        inputs = as_indices(inputs, self.vocab_size + 1, (None,), name="inputs")
         h, hidden = self.rnn(self.embed(inputs), hidden)
         return self.head(self.drop(h)), hidden
 
@@ -96,7 +96,7 @@ class CharRNN(SequenceLM):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x (B, T) integer -> (B, T, K)`` logits of every conditional ``p(x_t | x_<t)``."""
-        x = as_indices(x, self.vocab_size, (-1,))
+        x = as_indices(x, self.vocab_size, (None,))
         if x.shape[1] == 0:
             raise ValueError(f"x must have shape (batch, time>0), got {tuple(x.shape)}")
         return self.step(self.shift(x))[0]
@@ -108,7 +108,7 @@ class CharRNN(SequenceLM):
         its last symbol, not read yet (it is the input that predicts ``x_0``). ``None``: ``x``
         starts a text, and its first input is ``BOS``.
         """
-        x = as_indices(x, self.vocab_size, (-1,))
+        x = as_indices(x, self.vocab_size, (None,))
         if x.shape[1] == 0 or x.shape[0] == 0:  # nothing to read (the RNN refuses empty input)
             return self.head.weight.new_zeros(x.shape), state
         hidden, last = (None, torch.full_like(x[:, :1], self.bos)) if state is None else state
