@@ -202,7 +202,8 @@ class WeightAverage:
     """Exponential moving average of a model's weights (Polyak averaging).
 
     Evaluated instead of the last iterate, it smooths out the noise of the final steps at no
-    extra training cost. Buffers (batch statistics, masks) are copied, not averaged.
+    extra training cost. Buffers (batch statistics, masks) are not averaged: :meth:`averaged`
+    copies the model's current ones across when the average is about to be used, not every step.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -213,8 +214,13 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         ours = list(self.model.parameters())
         torch._foreach_lerp_(ours, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def averaged(self, model: nn.Module) -> nn.Module:
+        """The averaged model, with ``model``'s buffers."""
         for mine, theirs in zip(self.model.buffers(), model.buffers()):
             mine.copy_(theirs)
+        return self.model
 
 
 @torch.no_grad()
@@ -400,7 +406,7 @@ def train(
     def evaluate(step: int) -> None:
         if eval_fn is None or not main:
             return
-        scored = average.model if average is not None else model
+        scored = average.averaged(model) if average is not None else model
         with evaluating(scored):
             metrics = {k: float(v) for k, v in eval_fn(scored).items()}
         if select is not None:
@@ -478,7 +484,7 @@ def train(
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     elif average is not None:
-        model.load_state_dict(average.model.state_dict())
+        model.load_state_dict(average.averaged(model).state_dict())
     if me is not None:
         distributed.broadcast_state(model)  # rank 0 chose; every rank returns its choice
         history = History.from_dict(distributed.broadcast_object(history.as_dict()))
