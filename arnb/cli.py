@@ -1,4 +1,5 @@
-"""Command line: ``python -m arnb list`` and ``python -m arnb run RECIPE [--profile P] [--out DIR]``.
+"""Command line: ``python -m arnb list``, ``python -m arnb run RECIPE [--profile P] [--out DIR]``
+and ``python -m arnb student OUT_DIR`` (the student notebooks, solutions stubbed).
 
 Data-parallel on N processes: ``torchrun --standalone --nproc_per_node=N -m arnb run RECIPE``
 (every rank trains; rank 0 alone writes ``metrics.json`` and the figures).
@@ -34,7 +35,21 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="output folder (default runs/RECIPE-PROFILE)"
     )
     run.add_argument("--seed", type=int, default=0)
+    student = sub.add_parser(
+        "student", help="write the student notebooks (solutions replaced by stubs)"
+    )
+    student.add_argument("out", type=Path, help="folder for the student notebooks")
+    student.add_argument(
+        "notebooks", type=Path, nargs="*", help="notebooks (default: all of the book's)"
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "student":
+        from .student import write_student_notebooks
+
+        for path in write_student_notebooks(args.out, args.notebooks or None):
+            print(path)
+        return 0
 
     recipes = load_all()
     if args.command == "list":

@@ -15,13 +15,14 @@ import torch
 from ..enumeration import enumerate_log_probs
 from ..models.fvsbn import FVSBN, random_order
 from ..testing import sampler_p_value
-from . import call, report
+from . import call, checker, report
 
 
 def _reference_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double()).sum(-1)
 
 
+@checker
 def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Exercise: ``fn(logits (B, D), x (B, D) in {0,1}) -> (B,)`` = sum_d log p(x_d | x_<d).
 
@@ -67,6 +68,7 @@ def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
     return report("chain rule", problems)
 
 
+@checker
 def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
     """Exercise: ``fn(nll_nats_per_example, dims) -> bits per dimension``."""
     if not callable(fn):
@@ -99,6 +101,7 @@ def reference_made_mask(
     return ((o > i) if output_layer else (o >= i)).float()
 
 
+@checker
 def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> bool:
     """Exercise: ``fn(in_degrees (I,), out_degrees (O,), output_layer) -> mask (O, I)`` of 0/1.
 
@@ -152,6 +155,7 @@ def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tenso
     return report("MADE mask", problems)
 
 
+@checker
 def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float = 1e-3) -> bool:
     """Exercise: ``fn(model, n, generator) -> (n, D)`` samples, drawn one dimension at a time.
 

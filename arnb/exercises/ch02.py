@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..models.hmm import HMM, HMMConfig
-from . import call, report, require_callable
+from . import call, checker, report, require_callable
 
 
 # ---------------------------------------------------------------- the HMM forward recursion
@@ -35,6 +35,7 @@ def _random_hmm(S: int, K: int, g: torch.Generator, scale: float = 1.5):
     return log((S,)), log((S, S)), log((S, K))
 
 
+@checker
 def check_forward(fn: Callable) -> bool:
     """Exercise: ``fn(log_pi (S,), log_A (S, S), log_E (S, K), x (T,) long) -> log p(x)`` (a number).
 
@@ -97,6 +98,7 @@ def _continuation(text: str) -> dict[str, int]:
     return {c: len(v) for c, v in left.items()}
 
 
+@checker
 def check_continuation_counts(fn: Callable[[str], dict]) -> bool:
     """Exercise: ``fn(text) -> {char: N1+(. char)}``, the number of *distinct* characters that
     directly precede each character somewhere in ``text`` (characters never preceded may be left

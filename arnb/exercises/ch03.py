@@ -11,9 +11,10 @@ from collections.abc import Callable
 import torch
 from torch import distributions as D
 
-from . import call, report, require_callable
+from . import call, checker, report, require_callable
 
 
+@checker
 def check_mixture_log_prob(fn: Callable) -> bool:
     """Exercise: ``fn(logits (B, K), means (B, K), scales (B, K), y (B,)) -> (B,)``, the log density
     of a 1-D Gaussian mixture with weights ``softmax(logits)``, in nats, computed in log space.
@@ -74,6 +75,7 @@ def check_mixture_log_prob(fn: Callable) -> bool:
     return report("mixture log density", problems)
 
 
+@checker
 def check_pinball_loss(fn: Callable) -> bool:
     """Exercise: ``fn(pred, target, tau) -> elementwise pinball loss`` (same shape as ``pred``):
     ``tau * (target - pred)`` when ``target >= pred``, ``(1 - tau) * (pred - target)`` otherwise."""
@@ -123,6 +125,7 @@ def check_pinball_loss(fn: Callable) -> bool:
     return report("pinball loss", problems)
 
 
+@checker
 def check_binned_log_density(fn: Callable) -> bool:
     """Exercise: ``fn(logits (B, K), low, high, y (B,)) -> (B,)``: the log *density* of ``y`` under a
     categorical over K equal bins of ``[low, high]`` with a flat density inside each bin."""

@@ -12,9 +12,10 @@ import math
 
 import torch
 
-from . import report
+from . import checker, report
 
 
+@checker
 def check_bivariate_log_prob(fn) -> bool:
     """Check ``fn(xy, mu, sigma, rho) -> log N(xy | mu, Sigma)``.
 
@@ -54,6 +55,7 @@ def check_bivariate_log_prob(fn) -> bool:
     return report("bivariate normal log density", failures)
 
 
+@checker
 def check_mixture_log_prob(fn) -> bool:
     """Check ``fn(logit_pi, log_components) -> log sum_k softmax(logit_pi)_k exp(log_components_k)``.
 
@@ -92,6 +94,7 @@ def check_mixture_log_prob(fn) -> bool:
     return report("mixture log density", failures)
 
 
+@checker
 def check_bias_sigma(fn) -> bool:
     """Check ``fn(logit_pi, sigma, bias) -> (new_logit_pi, new_sigma)`` implements Graves' bias.
 

@@ -19,6 +19,7 @@ from ..models.pixelcnn import (
     centre_channel_mask,
     receptive_field,
 )
+from . import checker
 
 
 def _report(name: str, failures: list[str], cases: int) -> bool:
@@ -38,6 +39,7 @@ def _as_tensor(value, name: str) -> torch.Tensor:
         raise ValueError(f"{name} did not return a tensor or array ({exc})") from exc
 
 
+@checker
 def check_causal_mask(fn: Callable[[int, str], torch.Tensor]) -> bool:
     """``fn(kernel_size, mask_type) -> (k, k)`` 0/1 mask of a one-channel masked convolution:
     1 where the kernel may look, 0 elsewhere; type "A" hides the centre, "B" keeps it."""
@@ -63,6 +65,7 @@ def check_causal_mask(fn: Callable[[int, str], torch.Tensor]) -> bool:
     return _report("causal mask", failures, cases)
 
 
+@checker
 def check_colour_mask(fn: Callable[[str], torch.Tensor]) -> bool:
     """``fn(mask_type) -> (3, 3)`` 0/1 mask at the centre pixel: entry [out, in] says whether
     output colour ``out`` (R, G, B) may see input colour ``in`` of the same pixel."""
@@ -98,6 +101,7 @@ def blind_spot(model, i: int, j: int) -> torch.Tensor:
     return box & ~seen
 
 
+@checker
 def check_blind_spot(fn: Callable[[object, int, int], torch.Tensor]) -> bool:
     """``fn(model, i, j) -> (H, W)`` bool: the earlier pixels within ``model.config.reach`` rows
     above (and columns either side) of pixel (i, j) that its conditional does *not* depend on.

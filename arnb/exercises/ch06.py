@@ -10,9 +10,10 @@ from collections.abc import Callable
 import torch
 
 from ..sampling import filter_logits
-from . import call, call_shaped, report, require_callable
+from . import call, call_shaped, checker, report, require_callable
 
 
+@checker
 def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
     """Exercise: ``fn(T) -> (T, T)`` bool mask, True where query position i may attend to key j.
 
@@ -43,6 +44,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor]) -> bool:
     return report("causal mask", problems)
 
 
+@checker
 def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) -> bool:
     """Exercise: ``fn(ids, pair, new_id) -> ids`` with every occurrence of ``pair`` replaced by
     ``new_id``, scanning left to right without overlaps (``aaa`` with pair ``aa`` -> ``Z a``)."""
@@ -68,6 +70,7 @@ def check_bpe_merge(fn: Callable[[list[int], tuple[int, int], int], list[int]]) 
     return report("BPE merge", problems)
 
 
+@checker
 def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
     """Exercise: ``fn(logits (B, K), p) -> logits`` keeping the smallest set of most probable
     categories whose probability reaches ``p`` and setting the others to ``-inf``."""
