@@ -170,3 +170,25 @@ def assert_prompt_kept(samples: torch.Tensor, prompt: torch.Tensor) -> None:
     c = prompt.shape[-1]
     kept = samples[..., :c].cpu() == prompt.cpu().expand_as(samples[..., :c])
     assert bool(kept.all()), "sampling changed the prompt"
+
+
+def notebook_namespace(path, tag: str = "builds-model") -> dict:
+    """Run the code cells of notebook ``path`` tagged ``tag`` in a fresh namespace; return it.
+
+    The chapters write their models in front of the reader in cells tagged ``builds-model``;
+    the unit tests take those very cells and assert that they equal the ``arnb`` classes, so a
+    library change that breaks "the notebook's model is the library's model" fails the suite.
+    Tagged cells must be plain Python (no magics) and import what they use.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [
+        c.source for c in nb.cells if c.cell_type == "code" and tag in c.metadata.get("tags", [])
+    ]
+    if not cells:
+        raise ValueError(f"{path}: no code cell is tagged {tag!r}")
+    namespace: dict = {"__name__": f"notebook_{tag.replace('-', '_')}"}
+    for index, source in enumerate(cells):
+        exec(compile(source, f"{path}[{tag} cell {index}]", "exec"), namespace)  # noqa: S102
+    return namespace
