@@ -192,3 +192,35 @@ def notebook_namespace(path, tag: str = "builds-model") -> dict:
     for index, source in enumerate(cells):
         exec(compile(source, f"{path}[{tag} cell {index}]", "exec"), namespace)  # noqa: S102
     return namespace
+
+
+def exercise_answer(path, name: str, student: bool = False):
+    """The function or class ``name`` as the exercise cell of notebook ``path`` defines it.
+
+    The cell's solution is run (``student=True``: the student version's stub instead) with its
+    checker calls left out, in a namespace holding ``math``, ``torch``, ``nn``, ``F`` and ``np``
+    (an exercise cell is self-contained otherwise). The checkers' tests use it, so they test the
+    very solution the notebook shows, and the stub a student starts from.
+    """
+    import math
+    import re
+
+    import nbformat
+    import numpy as np
+    import torch.nn.functional as F
+    from torch import nn
+
+    from .student import strip_solutions
+
+    nb = nbformat.read(str(path), as_version=4)
+    pattern = re.compile(rf"^(def|class) {re.escape(name)}\b", re.M)
+    cells = [c for c in nb.cells if c.cell_type == "code" and pattern.search(c.source)]
+    if len(cells) != 1:
+        raise ValueError(f"{path}: {len(cells)} code cells define {name!r}, expected one")
+    source = cells[0].source
+    if student:
+        source = strip_solutions(source)
+    source = "\n".join(line for line in source.splitlines() if "check_" not in line)
+    namespace: dict = {"math": math, "torch": torch, "nn": nn, "F": F, "np": np}
+    exec(compile(source, f"{path}[{name}]", "exec"), namespace)  # noqa: S102
+    return namespace[name]
