@@ -1,51 +1,194 @@
-"""Chapter 4: the exercise checkers accept right answers and reject wrong ones; the recipes run."""
+"""Chapter 4: each exercise checker passes the notebook's own solution, fails typical wrong
+answers with a message the reader can act on, and says "not attempted yet" on the stub; the
+recipes run."""
 
 import math
+from pathlib import Path
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from arnb.distributions import bivariate_normal_log_prob
-from arnb.exercises.ch04 import check_bias_sigma, check_bivariate_log_prob, check_mixture_log_prob
+from arnb.exercises import ch04
+from arnb.testing import exercise_answer
 
-
-def right_bivariate(xy, mu, sigma, rho):
-    return bivariate_normal_log_prob(xy, mu.unsqueeze(-2), sigma.unsqueeze(-2), rho.unsqueeze(-1))[
-        ..., 0
-    ]
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_rnn_mdn.ipynb"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def wrong_bivariate(xy, mu, sigma, rho):  # forgets the log(1 - rho^2) normaliser
-    return right_bivariate(xy, mu, sigma, rho) + 0.5 * torch.log(1 - rho**2)
+def solution(name):
+    return exercise_answer(NOTEBOOK, name)
 
 
-def naive_bivariate(xy, mu, sigma, rho):  # density first, log afterwards: underflows in the tail
-    return torch.log(torch.exp(right_bivariate(xy, mu, sigma, rho)).float())
+@pytest.mark.parametrize(
+    "name, check",
+    [
+        ("whitened_log_prob", ch04.check_bivariate_log_prob),
+        ("masked_nll", ch04.check_masked_nll),
+        ("bias_adjust", ch04.check_bias_sigma),
+        ("sample_moves", ch04.check_bias_sampler),
+    ],
+)
+def test_stub_is_not_attempted(name, check, capsys):
+    assert check(exercise_answer(NOTEBOOK, name, student=True)) is False
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "not attempted yet" in out[0]
+
+
+# ----------------------------------------------------------------------------- Exercise 1
+
+
+def closed_form(xy, mu, sigma, rho):
+    z1, z2 = ((xy - mu) / sigma).unbind(-1)
+    quad = (z1 * z1 + z2 * z2 - 2 * rho * z1 * z2) / (1 - rho**2)
+    return -math.log(2 * math.pi) - sigma.log().sum(-1) - 0.5 * torch.log(1 - rho**2) - quad / 2
 
 
 def test_bivariate_checker(capsys):
-    assert check_bivariate_log_prob(right_bivariate)
+    def no_normaliser(xy, mu, sigma, rho):  # forgets the log(1 - rho^2) term
+        return closed_form(xy, mu, sigma, rho) + 0.5 * torch.log(1 - rho**2)
+
+    def exp_then_log(xy, mu, sigma, rho):  # the density first, in float32: the tail underflows
+        return torch.log(torch.exp(closed_form(xy, mu, sigma, rho)).float())
+
+    def whitened_without_sqrt(xy, mu, sigma, rho):  # divides z2 by (1 - rho^2), not its root
+        z1 = (xy[:, 0] - mu[:, 0]) / sigma[:, 0]
+        z2 = ((xy[:, 1] - mu[:, 1]) / sigma[:, 1] - rho * z1) / (1 - rho**2)
+        log_phi = -0.5 * (z1 * z1 + z2 * z2) - math.log(2 * math.pi)
+        return log_phi - sigma.log().sum(-1) - 0.5 * torch.log(1 - rho**2)
+
+    assert ch04.check_bivariate_log_prob(solution("whitened_log_prob"))
     assert "correct" in capsys.readouterr().out
-    assert not check_bivariate_log_prob(wrong_bivariate)
-    assert not check_bivariate_log_prob(naive_bivariate)
+    assert not ch04.check_bivariate_log_prob(no_normaliser)
+    assert "expected" in capsys.readouterr().out
+    assert not ch04.check_bivariate_log_prob(exp_then_log)
     assert "far tail" in capsys.readouterr().out
-    assert not check_bivariate_log_prob(lambda *a: 1 / 0)
+    assert not ch04.check_bivariate_log_prob(whitened_without_sqrt)
+    assert "negative correlation" in capsys.readouterr().out
+    assert not ch04.check_bivariate_log_prob(lambda *a: 1 / 0)
+    assert "ZeroDivisionError" in capsys.readouterr().out
 
 
-def test_mixture_checker(capsys):
-    assert check_mixture_log_prob(
-        lambda lp, lc: torch.logsumexp(torch.log_softmax(lp, -1) + lc, -1)
+# ----------------------------------------------------------------------------- Exercise 2
+
+
+def split(raw, m, floor=1e-3, rho_max=1 - 1e-4):
+    logit_pi, mu, sig, rho, pen = raw.split([m, 2 * m, 2 * m, m, 1], dim=-1)
+    sigma = floor + F.softplus(sig).unflatten(-1, (m, 2))
+    return logit_pi, mu.unflatten(-1, (m, 2)), sigma, torch.tanh(rho).clamp(-rho_max, rho_max), pen
+
+
+def log_components(x, mu, sigma, rho):
+    z1, z2 = ((x[..., None, :2] - mu) / sigma).unbind(-1)
+    omr = (1 - rho) * (1 + rho)
+    quad = (z1 * z1 + z2 * z2 - 2 * rho * z1 * z2) / omr
+    return -math.log(2 * math.pi) - sigma.log().sum(-1) - 0.5 * omr.log() - 0.5 * quad
+
+
+def pen_term(pen, x):
+    return -F.binary_cross_entropy_with_logits(pen.squeeze(-1), x[..., 2], reduction="none")
+
+
+def test_masked_nll_checker(capsys):
+    def naive(raw, x, mask, m):  # exp, then log: -inf (an NLL of +inf) in the far tail
+        logit_pi, mu, sigma, rho, pen = split(raw, m)
+        x = torch.where(mask[..., None], x, torch.zeros_like(x))
+        dens = (torch.softmax(logit_pi, -1) * log_components(x, mu, sigma, rho).exp()).sum(-1)
+        lp = torch.where(mask, dens.log() + pen_term(pen, x), torch.zeros_like(dens))
+        return -lp.sum() / mask.sum()
+
+    def times_mask(raw, x, mask, m):  # multiplies by the mask: NaN * 0 = NaN in the padding
+        logit_pi, mu, sigma, rho, pen = split(raw, m)
+        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
+        lp = (lp + pen_term(pen, x)) * mask
+        return -lp.sum() / mask.sum()
+
+    def mean_over_padding(raw, x, mask, m):  # divides by every slot, padding included
+        logit_pi, mu, sigma, rho, pen = split(raw, m)
+        x = torch.where(mask[..., None], x, torch.zeros_like(x))
+        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
+        lp = torch.where(mask, lp + pen_term(pen, x), torch.zeros_like(lp))
+        return -lp.mean()
+
+    def no_floor(raw, x, mask, m):  # softplus alone: a collapsed sigma gives an absurd NLL
+        logit_pi, mu, sigma, rho, pen = split(raw, m, floor=0.0)
+        x = torch.where(mask[..., None], x, torch.zeros_like(x))
+        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
+        lp = torch.where(mask, lp + pen_term(pen, x), torch.zeros_like(lp))
+        return -lp.sum() / mask.sum()
+
+    assert ch04.check_masked_nll(solution("masked_nll"))
+    assert "correct" in capsys.readouterr().out
+    assert not ch04.check_masked_nll(naive)
+    assert "300 deviations out" in capsys.readouterr().out
+    assert not ch04.check_masked_nll(times_mask)
+    assert "torch.where" in capsys.readouterr().out
+    assert not ch04.check_masked_nll(mean_over_padding)
+    assert "lengths 6, 4, 1, 3" in capsys.readouterr().out
+    assert not ch04.check_masked_nll(no_floor)
+    assert "floor" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- Exercise 3
+
+
+def test_bias_checker(capsys):
+    assert ch04.check_bias_sigma(solution("bias_adjust"))
+    assert "correct" in capsys.readouterr().out
+    assert not ch04.check_bias_sigma(lambda lp, s, b: (lp / (1 + b), s * math.exp(-b)))
+    assert "weights" in capsys.readouterr().out
+    assert not ch04.check_bias_sigma(lambda lp, s, b: (lp * (1 + b), s * math.exp(b)))
+    assert "sigmas" in capsys.readouterr().out
+    assert not ch04.check_bias_sigma(lambda lp, s, b: lp * (1 + b))  # not a pair
+    assert "pair" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- Exercise 4
+
+
+def sampler(*, use_rho=True, bias_sigma=True, bias_weights=True, greedy=False):
+    """A mixture sampler with one of the typical mistakes switched on."""
+
+    def sample_moves(logit_pi, mu, sigma, rho, bias, n, generator):
+        weights = torch.softmax(logit_pi * ((1 + bias) if bias_weights else 1.0), -1)
+        if greedy:
+            k = weights.argmax().expand(n)
+        else:
+            k = torch.multinomial(weights, n, replacement=True, generator=generator)
+        s = sigma[k] * (math.exp(-bias) if bias_sigma else 1.0)
+        r = rho[k] if use_rho else torch.zeros_like(rho[k])
+        z = torch.randn(n, 2, generator=generator, dtype=mu.dtype)
+        dx = mu[k, 0] + s[:, 0] * z[:, 0]
+        dy = mu[k, 1] + s[:, 1] * (r * z[:, 0] + torch.sqrt(1 - r * r) * z[:, 1])
+        return torch.stack([dx, dy], -1)
+
+    return sample_moves
+
+
+def test_bias_sampler_checker(capsys):
+    assert ch04.check_bias_sampler(solution("sample_moves"))
+    assert "correct" in capsys.readouterr().out
+    assert ch04.check_bias_sampler(sampler())  # another right answer passes too
+
+    assert not ch04.check_bias_sampler(sampler(use_rho=False))
+    out = capsys.readouterr().out
+    assert "bias 0.0: P(1 dx + 1 dy" in out or "bias 0.0: P(1 dx + -1 dy" in out
+
+    assert not ch04.check_bias_sampler(sampler(bias_sigma=False))
+    out = capsys.readouterr().out
+    assert "bias 1.5" in out and "bias 0.0" not in out
+
+    assert not ch04.check_bias_sampler(sampler(bias_weights=False))
+    assert "bias 1.5" in capsys.readouterr().out
+
+    assert not ch04.check_bias_sampler(sampler(greedy=True))
+    assert not ch04.check_bias_sampler(
+        lambda lp, mu, s, r, b, n, g: torch.randn(n, 2)  # ignores the generator
     )
-    naive = lambda lp, lc: torch.log((torch.softmax(lp, -1) * lc.exp()).sum(-1))  # noqa: E731
-    assert not check_mixture_log_prob(naive)
-    assert "far tail" in capsys.readouterr().out
-    unnormalised = lambda lp, lc: torch.logsumexp(lp + lc, -1)  # noqa: E731
-    assert not check_mixture_log_prob(unnormalised)
+    assert "same generator seed" in capsys.readouterr().out
 
 
-def test_bias_checker():
-    assert check_bias_sigma(lambda lp, s, b: (lp * (1 + b), s * math.exp(-b)))
-    assert not check_bias_sigma(lambda lp, s, b: (lp / (1 + b), s * math.exp(-b)))
-    assert not check_bias_sigma(lambda lp, s, b: (lp * (1 + b), s * math.exp(b)))
+# ----------------------------------------------------------------------------- recipes
 
 
 def test_recipes_run_under_smoke(tmp_path):

@@ -1,9 +1,10 @@
 """Self-checks for the exercises of chapter 4 (RNN-MDN).
 
 Each checker runs the reader's function on a few cases, compares it with an independent answer
-(``torch.distributions`` or a float64 computation), prints what is right or wrong, and returns
-``True`` when everything is right. An exception inside the reader's function is reported as a
-failed case, not raised, so a notebook cell keeps going.
+(``torch.distributions``, the library's :class:`~arnb.distributions.StrokeMixture` in float64, or
+exact probabilities of the mixture), prints what is right or wrong, and returns ``True`` when
+everything is right. An exception inside the reader's function is reported as a failed case,
+not raised, so a notebook cell keeps going.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import math
 
 import torch
 
-from . import checker, report
+from ..distributions import StrokeMixture
+from . import call, checker, report, require_callable
 
 
 @checker
@@ -22,6 +24,7 @@ def check_bivariate_log_prob(fn) -> bool:
     Shapes: ``xy (N, 2)``, ``mu (N, 2)``, ``sigma (N, 2)`` standard deviations, ``rho (N,)``;
     returns ``(N,)``. Cases: an ordinary point, a far tail, a tiny sigma, and |rho| near 1.
     """
+    require_callable(fn, "check_bivariate_log_prob(whitened_log_prob)")
     cases = {
         "ordinary point": ([0.5, -1.0], [0.0, 0.0], [1.0, 2.0], 0.3),
         "negative correlation": ([1.0, 1.0], [0.2, -0.4], [0.7, 0.5], -0.6),
@@ -41,57 +44,87 @@ def check_bivariate_log_prob(fn) -> bool:
             dtype=torch.float64,
         )
         want = float(torch.distributions.MultivariateNormal(mu_t[0], cov).log_prob(xy_t[0]))
-        try:
-            got = torch.as_tensor(fn(xy_t, mu_t, s_t, rho_t)).double().flatten()
-        except Exception as err:  # noqa: BLE001 - report, do not raise, on the reader's code
-            failures.append(f"{name}: raised {type(err).__name__}: {err}")
+        got, err = call(fn, xy_t, mu_t, s_t, rho_t)
+        if err:
+            failures.append(f"{name}: {err}")
             continue
+        got = torch.as_tensor(got).double().flatten()
         if got.numel() != 1:
             failures.append(f"{name}: expected one value per point, got shape {tuple(got.shape)}")
         elif not math.isfinite(float(got)):
             failures.append(f"{name}: got {float(got)}, expected {want:.6g} (work in log space)")
         elif abs(float(got) - want) > 1e-6 * max(1.0, abs(want)):
             failures.append(f"{name}: got {float(got):.6g}, expected {want:.6g}")
-    return report("bivariate normal log density", failures)
+    return report("bivariate normal log density", failures, len(cases))
+
+
+def _masked_nll_cases() -> dict[str, tuple]:
+    """``name -> (raw (B, T, 6M+1), x (B, T, 3), mask (B, T), M)``, float64."""
+    g = torch.Generator().manual_seed(4)
+    m, b, t = 3, 4, 6
+    lengths = torch.tensor([6, 4, 1, 3])
+    mask = torch.arange(t)[None] < lengths[:, None]
+
+    def draw():
+        raw = torch.randn(b, t, 6 * m + 1, generator=g, dtype=torch.float64)
+        x = torch.randn(b, t, 3, generator=g, dtype=torch.float64)
+        x[..., 2] = (torch.rand(b, t, generator=g) < 0.3).double()
+        return raw, x
+
+    cases = {}
+    raw, x = draw()
+    cases["ordinary batch, no padding"] = (raw, x, torch.ones(b, t, dtype=torch.bool), m)
+    raw, x = draw()
+    cases["sequences of lengths 6, 4, 1, 3"] = (raw, x, mask, m)
+    raw, x = draw()
+    x[~mask] = float("nan")  # padding may hold anything
+    x[1, 5] = 1e30
+    cases["NaN and 1e30 in the padding"] = (raw, x, mask, m)
+    raw, x = draw()
+    x[..., :2] *= 300.0  # every component's density underflows to 0 in float64
+    cases["moves 300 deviations out"] = (raw, x, mask, m)
+    raw, x = draw()
+    raw[..., 3 * m : 5 * m] = -60.0  # softplus(-60) ~ 1e-26: only the floor keeps sigma > 0
+    raw[..., 5 * m : 6 * m] = 30.0  # tanh(30) = 1 in float64: only the clamp keeps |rho| < 1
+    cases["sigma at its floor, rho at its clamp"] = (raw, x, mask, m)
+    return cases
 
 
 @checker
-def check_mixture_log_prob(fn) -> bool:
-    """Check ``fn(logit_pi, log_components) -> log sum_k softmax(logit_pi)_k exp(log_components_k)``.
+def check_masked_nll(fn) -> bool:
+    """Check ``fn(raw, x, mask, components) -> mean NLL per real point`` (a 0-d tensor, nats).
 
-    Shapes: ``(N, K)`` each, returns ``(N,)``. Includes log densities around -1000, where
-    exponentiating first underflows to ``log 0 = -inf``.
+    ``raw (B, T, 6M+1)`` head outputs split as the chapter's head (sigma floor 1e-3,
+    ``|rho| <= 1 - 1e-4``), ``x (B, T, 3)`` points, ``mask (B, T)`` True on real points. Compared
+    with :meth:`StrokeMixture.log_prob` in float64 on padded batches, NaN padding, far tails and
+    parameters at their floor and clamp.
     """
-    logit_pi = torch.tensor(
-        [[0.0, 0.0], [2.0, -1.0], [0.0, 5.0], [1.0, 1.0], [30.0, -30.0]], dtype=torch.float64
-    )
-    log_comp = torch.tensor(
-        [[-1.0, -2.0], [0.5, -3.0], [-1000.0, -1001.0], [-800.0, 10.0], [-5.0, 3.0]],
-        dtype=torch.float64,
-    )
-    names = [
-        "equal weights",
-        "unequal weights",
-        "far tail (-1000)",
-        "one component dominates",
-        "extreme logits",
-    ]
-    want = torch.logsumexp(torch.log_softmax(logit_pi, -1) + log_comp, -1)
+    require_callable(fn, "check_masked_nll(masked_nll)")
+    cases = _masked_nll_cases()
     failures = []
-    try:
-        got = torch.as_tensor(fn(logit_pi.clone(), log_comp.clone())).double().flatten()
-    except Exception as err:  # noqa: BLE001
-        return report("mixture log density", [f"raised {type(err).__name__}: {err}"])
-    if got.shape != want.shape:
-        return report(
-            "mixture log density", [f"expected shape {tuple(want.shape)}, got {tuple(got.shape)}"]
-        )
-    for name, g, w in zip(names, got.tolist(), want.tolist()):
-        if not math.isfinite(g):
-            failures.append(f"{name}: got {g}, expected {w:.6g} (use log_softmax and logsumexp)")
-        elif abs(g - w) > 1e-6 * max(1.0, abs(w)):
-            failures.append(f"{name}: got {g:.6g}, expected {w:.6g}")
-    return report("mixture log density", failures)
+    for name, (raw, x, mask, m) in cases.items():
+        clean = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype))
+        lp = StrokeMixture.from_raw(raw, m).log_prob(clean)
+        want = float(-(lp[mask]).sum() / mask.sum())
+        got, err = call(fn, raw.clone(), x.clone(), mask.clone(), m)
+        if err:
+            failures.append(f"{name}: {err}")
+            continue
+        got = torch.as_tensor(got).double()
+        if got.numel() != 1:
+            failures.append(f"{name}: expected one number (the mean), got shape {tuple(got.shape)}")
+            continue
+        got = float(got)
+        if not math.isfinite(got):
+            hint = (
+                "NaN * 0 is NaN: select with torch.where"
+                if "padding" in name
+                else ("use log_softmax, the log density and logsumexp")
+            )
+            failures.append(f"{name}: got {got}, expected {want:.6g} ({hint})")
+        elif abs(got - want) > 1e-6 * max(1.0, abs(want)):
+            failures.append(f"{name}: got {got:.6g}, expected {want:.6g}")
+    return report("masked mixture NLL", failures, len(cases))
 
 
 @checker
@@ -101,21 +134,112 @@ def check_bias_sigma(fn) -> bool:
     Graves (2013, eqs. 61-62): weights ``softmax((1 + b) * logits)``, deviations ``sigma * exp(-b)``.
     Compared as probabilities, so any logits that give the same weights are accepted.
     """
+    require_callable(fn, "check_bias_sigma(bias_adjust)")
     logit_pi = torch.tensor([[0.5, -0.2, 1.0]])
     sigma = torch.tensor([[[1.0, 0.5], [2.0, 0.1], [0.3, 0.3]]])
     failures = []
-    for b in (0.0, 0.5, 2.0):
+    biases = (0.0, 0.5, 2.0)
+    for b in biases:
+        out, err = call(fn, logit_pi.clone(), sigma.clone(), b)
+        if err:
+            failures.append(f"bias {b}: {err}")
+            continue
         try:
-            lp, s = fn(logit_pi.clone(), sigma.clone(), b)
-        except Exception as err:  # noqa: BLE001
-            failures.append(f"bias {b}: raised {type(err).__name__}: {err}")
+            lp, s = out
+        except (TypeError, ValueError):
+            failures.append(f"bias {b}: return a pair (new_logit_pi, new_sigma)")
             continue
         want_p = torch.softmax((1 + b) * logit_pi, -1)
-        if not torch.allclose(torch.softmax(torch.as_tensor(lp).float(), -1), want_p, atol=1e-5):
+        got_p = torch.softmax(torch.as_tensor(lp).float(), -1)
+        if got_p.shape != want_p.shape or not torch.allclose(got_p, want_p, atol=1e-5):
             failures.append(
-                f"bias {b}: weights {torch.softmax(torch.as_tensor(lp).float(), -1).tolist()}, "
-                f"expected {want_p.tolist()}"
+                f"bias {b}: weights {[round(v, 4) for v in got_p.flatten().tolist()]}, "
+                f"expected {[round(v, 4) for v in want_p.flatten().tolist()]}"
             )
-        if not torch.allclose(torch.as_tensor(s).float(), sigma * math.exp(-b), atol=1e-6):
-            failures.append(f"bias {b}: sigmas not multiplied by exp(-{b})")
-    return report("sampling bias", failures)
+        s = torch.as_tensor(s).float()
+        if s.shape != sigma.shape or not torch.allclose(s, sigma * math.exp(-b), atol=1e-6):
+            failures.append(
+                f"bias {b}: sigmas {s.flatten()[:3].tolist()}..., expected "
+                f"{(sigma * math.exp(-b)).flatten()[:3].tolist()}..."
+            )
+    return report("sampling bias", failures, len(biases))
+
+
+# The mixture the sampler is tested on: three components, one strongly correlated.
+_SAMPLER_MIXTURE = {
+    "logit_pi": [0.3, -0.5, 0.8],
+    "mu": [[0.0, 0.0], [2.0, 1.0], [-1.0, 2.0]],
+    "sigma": [[0.5, 1.0], [0.3, 0.3], [1.0, 0.4]],
+    "rho": [0.8, -0.5, 0.0],
+}
+_HALF_PLANES = (
+    [((1.0, 0.0), c) for c in (-0.5, 0.5, 1.5)]
+    + [((0.0, 1.0), c) for c in (-0.5, 0.5, 1.5)]
+    + [((1.0, 1.0), c) for c in (0.5, 2.0)]
+    + [((1.0, -1.0), c) for c in (-2.0, 0.3, 1.0)]
+)
+
+
+def _half_plane_prob(w, mu, sigma, rho, a, c) -> float:
+    """Exact ``P(a . X <= c)`` under the mixture (each ``a . X`` is a 1-D Gaussian)."""
+    ax, ay = a
+    mean = ax * mu[:, 0] + ay * mu[:, 1]
+    var = (ax * sigma[:, 0]) ** 2 + (ay * sigma[:, 1]) ** 2 + 2 * ax * ay * rho * sigma.prod(-1)
+    z = (c - mean) / var.sqrt()
+    return float((w * 0.5 * (1 + torch.erf(z / math.sqrt(2)))).sum())
+
+
+@checker
+def check_bias_sampler(fn, n: int = 40_000, z_max: float = 5.0) -> bool:
+    """Check ``fn(logit_pi, mu, sigma, rho, bias, n, generator) -> moves (n, 2)``.
+
+    One mixture: ``logit_pi (M,)``, ``mu (M, 2)``, ``sigma (M, 2)``, ``rho (M,)``. At biases 0 and
+    1.5 the ``n`` draws are compared with the exact biased mixture: the mean of each
+    coordinate and the probabilities of ten half-planes ``a . (dx, dy) <= c``, each by a z-score
+    (|z| > ``z_max`` fails; a correct sampler fails one of these about once in 10^5 runs, and
+    the seed is fixed). The same seed must give the same draws.
+    """
+    require_callable(fn, "check_bias_sampler(sample_moves)")
+    p = {k: torch.tensor(v, dtype=torch.float64) for k, v in _SAMPLER_MIXTURE.items()}
+    failures = []
+    biases = (0.0, 1.5)
+    for b in biases:
+        args = (p["logit_pi"].clone(), p["mu"].clone(), p["sigma"].clone(), p["rho"].clone())
+        out, err = call(fn, *args, b, n, torch.Generator().manual_seed(1))
+        if err:
+            failures.append(f"bias {b}: {err}")
+            continue
+        moves = torch.as_tensor(out).double()
+        if moves.shape != (n, 2):
+            failures.append(f"bias {b}: expected shape ({n}, 2), got {tuple(moves.shape)}")
+            continue
+        if not bool(torch.isfinite(moves).all()):
+            failures.append(f"bias {b}: the draws hold NaN or inf")
+            continue
+        again, _ = call(fn, *args, b, n, torch.Generator().manual_seed(1))
+        if again is None or not torch.equal(torch.as_tensor(again).double(), moves):
+            failures.append(
+                f"bias {b}: the same generator seed gave different draws "
+                "(take every random number from `generator`)"
+            )
+        w = torch.softmax((1 + b) * p["logit_pi"], -1)
+        sigma = p["sigma"] * math.exp(-b)
+        mean = (w[:, None] * p["mu"]).sum(0)
+        var = (w[:, None] * (sigma**2 + p["mu"] ** 2)).sum(0) - mean**2
+        for i, name in enumerate(("dx", "dy")):
+            z = float((moves[:, i].mean() - mean[i]) / (var[i] / n).sqrt())
+            if abs(z) > z_max:
+                failures.append(
+                    f"bias {b}: mean of {name} {float(moves[:, i].mean()):.4f}, "
+                    f"exact {float(mean[i]):.4f} (z = {z:.1f})"
+                )
+        for a, c in _HALF_PLANES:
+            want = _half_plane_prob(w, p["mu"], sigma, p["rho"], a, c)
+            got = float(((a[0] * moves[:, 0] + a[1] * moves[:, 1]) <= c).double().mean())
+            z = (got - want) / math.sqrt(want * (1 - want) / n)
+            if abs(z) > z_max:
+                failures.append(
+                    f"bias {b}: P({a[0]:g} dx + {a[1]:g} dy <= {c:g}) is {got:.4f} in the "
+                    f"draws, exact {want:.4f} (z = {z:.1f})"
+                )
+    return report("mixture sampler with bias", failures)
