@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 import arnb.models.gpt as gpt_module
 from arnb.chapters.ch06_gpt import SIZES, build_model, kv_cache_benchmark
-from arnb.exercises.ch06 import check_bpe_merge, check_causal_mask, check_top_p
 from arnb.models.gpt import GPT, GPTConfig
 from arnb.sampling import check_sampling, filter_logits
 from arnb.testing import (
@@ -461,52 +460,6 @@ def test_sizes_nest_config_and_schedule():
         build_model(run, 50, "cpu")
     other = dataclasses.replace(run, model=dataclasses.replace(run.model, vocab_size=50))
     assert build_model(other, 50, "cpu").vocab_size == 50
-
-
-# --------------------------------------------------------------------------- exercises
-
-
-def test_exercise_checkers_accept_right_and_reject_wrong(capsys):
-    assert check_causal_mask(lambda T: torch.tril(torch.ones(T, T, dtype=torch.bool)))
-    assert "correct" in capsys.readouterr().out
-    assert not check_causal_mask(lambda T: torch.triu(torch.ones(T, T, dtype=torch.bool)))
-    assert "future" in capsys.readouterr().out
-    assert not check_causal_mask(lambda T: torch.ones(T, T).tril(-1).bool())
-    assert not check_causal_mask(lambda T: 1 / 0)
-
-    def merge(ids, pair, new):
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-                out.append(new)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        return out
-
-    def merge_overlapping(ids, pair, new):  # merges "aaa" as if it held two pairs
-        out = list(ids)
-        for i in range(len(ids) - 1):
-            if (ids[i], ids[i + 1]) == pair:
-                out[i] = new
-        return [
-            v for i, v in enumerate(out) if not (i > 0 and out[i - 1] == new and ids[i] == pair[1])
-        ]
-
-    assert check_bpe_merge(merge)
-    assert not check_bpe_merge(merge_overlapping)
-    assert not check_bpe_merge(lambda ids, pair, new: ids)
-
-    assert check_top_p(lambda logits, p: filter_logits(logits, top_p=p))
-
-    def top_p_off_by_one(logits, p):  # drops the category that crosses p
-        probs, order = torch.sort(logits.softmax(-1), descending=True)
-        drop = (probs.cumsum(-1) > p).scatter(-1, order, probs.cumsum(-1) > p)
-        return logits.masked_fill(drop, float("-inf"))
-
-    assert not check_top_p(top_p_off_by_one)
-    assert not check_top_p(lambda logits, p: logits.softmax(-1))
 
 
 def test_recipe_runs_under_smoke(tmp_path):

@@ -102,3 +102,109 @@ def check_top_p(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> bool:
                 f"{name}: the kept logits must stay unchanged (softmax renormalises them)"
             )
     return report("top-p filter", problems)
+
+
+def _allowed(T: int, window: int | None) -> torch.Tensor:
+    """``(T, T)`` bool: query i may read key j (j <= i, and i - j < window if given)."""
+    i, j = torch.arange(T).unsqueeze(1), torch.arange(T).unsqueeze(0)
+    allowed = j <= i
+    return allowed if window is None else allowed & (i - j < window)
+
+
+@checker
+def check_attention_head(fn: Callable[..., torch.Tensor]) -> bool:
+    """Exercise: ``fn(x (B, T, C), w_q, w_k, w_v (C, d), window=None) -> (B, T, d)``, one
+    causal attention head; with ``window`` query t reads only keys t - window + 1 .. t."""
+    require_callable(fn, "check_attention_head(attention_head)")
+    g = torch.Generator().manual_seed(0)
+    B, T, C, d = 2, 7, 8, 4
+    x = torch.randn(B, T, C, generator=g)
+    w_q, w_k, w_v = (torch.randn(C, d, generator=g) for _ in range(3))
+    q, k, v = x @ w_q, x @ w_k, x @ w_v
+
+    def attend(allowed, scale=d**-0.5):
+        scores = (q @ k.transpose(-2, -1) * scale).masked_fill(~allowed, float("-inf"))
+        return scores.softmax(-1) @ v
+
+    problems = []
+    for window in (None, 3, 1, T):
+        name = "no window" if window is None else f"window={window}"
+        want = attend(_allowed(T, window))
+        got, err = call_shaped(fn, x.clone(), w_q, w_k, w_v, window, shape=(B, T, d))
+        if err:
+            problems.append(f"{name}: {err}")
+            continue
+        got = got.float()
+        if torch.allclose(got, want, atol=1e-5):
+            continue
+        if torch.isnan(got).any():
+            problems.append(f"{name}: NaN in the output: does every query see at least itself?")
+        elif torch.allclose(got, attend(torch.ones(T, T, dtype=torch.bool)), atol=1e-5):
+            problems.append(f"{name}: position t reads keys after t (the future)")
+        elif torch.allclose(got, attend(_allowed(T, window), scale=1.0), atol=1e-5):
+            problems.append(f"{name}: the scores are not scaled by 1/sqrt(d)")
+        else:
+            t = int((got - want).abs().amax(dim=(0, 2)).argmax())
+            problems.append(
+                f"{name}: output at position {t} differs from the expected by "
+                f"{float((got - want).abs().max()):.3g}"
+            )
+    return report("attention head", problems, cases=4)
+
+
+@checker
+def check_cached_logits(fn: Callable[..., torch.Tensor]) -> bool:
+    """Exercise: ``fn(model, inputs (B, T)) -> logits (B, T, K)``, the logits of an
+    :class:`arnb.models.GPT` computed one position at a time with cached keys and values.
+
+    The result must equal ``model.next_token_logits(inputs)``, and every call of a layer's
+    ``attn.qkv`` must read exactly one position (a cache computes nothing twice).
+    """
+    from ..models.gpt import GPT, GPTConfig
+
+    require_callable(fn, "check_cached_logits(cached_logits)")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(11, block_size=10, n_layer=2, n_head=2, n_embd=16)).eval()
+    seen: list[int] = []
+    hooks = [
+        block.attn.qkv.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+        for block in model.blocks
+    ]
+    g = torch.Generator().manual_seed(1)
+    problems = []
+    try:
+        for B, T in ((1, 4), (3, 10)):
+            x = torch.randint(0, 11, (B, T - 1), generator=g)
+            inputs = model.with_bos(x)  # BOS, then T - 1 tokens
+            with torch.no_grad():
+                want = model.next_token_logits(inputs)
+            seen.clear()
+            with torch.no_grad():
+                got, err = call_shaped(fn, model, inputs.clone(), shape=tuple(want.shape))
+            if err:
+                problems.append(f"B={B}, T={T}: {err}")
+                continue
+            if any(n != 1 for n in seen):
+                problems.append(
+                    f"B={B}, T={T}: a layer read {max(seen)} positions in one call; with a "
+                    "cache each step reads only the new position"
+                )
+                continue
+            if len(seen) != T * len(model.blocks):
+                problems.append(
+                    f"B={B}, T={T}: the layers ran {len(seen)} times, expected "
+                    f"{T * len(model.blocks)} (every layer once per position)"
+                )
+                continue
+            gap = (got.float() - want).abs().amax(dim=(0, 2))
+            if float(gap.max()) > 1e-4:
+                t = int((gap > 1e-4).nonzero()[0])
+                problems.append(
+                    f"B={B}, T={T}: logits wrong from position {t} on ("
+                    + ("already the first one" if t == 0 else "right before it")
+                    + f", max difference {float(gap.max()):.3g})"
+                )
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return report("cached logits", problems, cases=2)
