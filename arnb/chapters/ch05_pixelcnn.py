@@ -283,9 +283,9 @@ def _curve(hist: History, out: Path, name: str) -> None:
     plt.close(fig)
 
 
-def _grid(images: torch.Tensor, out: Path, name: str, title: str, vmax=None) -> None:
+def _grid(images: torch.Tensor, out: Path, name: str, title: str, vmax=None, nrow: int = 8) -> None:
     fig, ax = plt.subplots(figsize=(6, 6))
-    image_grid(images, nrow=8, ax=ax, title=title, vmax=vmax)
+    image_grid(images, nrow=nrow, ax=ax, title=title, vmax=vmax)
     save_figure(fig, out, name)
     plt.close(fig)
 
@@ -366,7 +366,7 @@ def pixelcnn_color(env: Setup, out: Path) -> dict:
     test = scores(model, xte, yte, sizes.eval_batch)
     print(f"coloured MNIST: test {test['bits_per_dim']:.4f} bits/dim given the label")
     _curve(hist, out, "color_loss")
-    labels = torch.arange(10).repeat_interleave(max(1, sizes.num_samples // 10))
+    labels = torch.arange(10).repeat(max(1, sizes.num_samples // 10))  # 0..9, 0..9, ...
     samples = model.sample(
         len(labels), label=labels.to(env.device), generator=torch.Generator().manual_seed(env.seed)
     )
@@ -375,8 +375,9 @@ def pixelcnn_color(env: Setup, out: Path) -> dict:
         samples.cpu(),
         out,
         "color_samples",
-        "class-conditional samples, one row per class",
+        "class-conditional samples, one column per class",
         vmax=cfg.num_classes - 1,
+        nrow=10,
     )
     return {
         "test_bits_per_dim_given_label": test["bits_per_dim"],
