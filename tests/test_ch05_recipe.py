@@ -26,13 +26,17 @@ def test_fit_returns_the_weights_with_the_best_validation_score(lr, steps, avera
     # a learning rate this high makes the validation score jump about, so (for these seeds)
     # the best weights are not the last ones, with and without weight averaging
     sizes = tiny_sizes(lr=lr, steps=steps, average=average)
-    env = Setup(profile="smoke", device=torch.device("cpu"), seed=0)
-    model, hist, _, info = recipe.fit("binary", env, sizes, progress=False)
-    curve = [e["valid_nll_nats"] for e in hist.eval]
-    assert info["selected_step"] == hist.eval_step[curve.index(min(curve))]
-    assert info["selected_step"] < hist.eval_step[-1], (
-        "test needs a run whose last step is not best"
-    )
+    # The trajectory depends on the thread count and the BLAS; try a few seeds until the best
+    # weights are not the last ones (otherwise the test would not tell "best" from "last").
+    for seed in range(6):
+        env = Setup(profile="smoke", device=torch.device("cpu"), seed=seed)
+        model, hist, _, info = recipe.fit("binary", env, sizes, progress=False)
+        curve = [e["valid_nll_nats"] for e in hist.eval]
+        assert info["selected_step"] == hist.eval_step[curve.index(min(curve))]
+        if info["selected_step"] < hist.eval_step[-1]:
+            break
+    else:
+        pytest.fail("no seed gave a run whose last step is not the best")
     # the validation images are the last `valid` of the training subset, unseen in training
     (xtr, ytr), _ = recipe.load_task("binary", sizes)
     assert info["train_images"] == len(xtr) - 16
