@@ -89,6 +89,8 @@ SIZES = {
                    Schedule(steps=4, lr=3e-3, batch_size=8, eval_every=1, threads=1), chunk=16),
             NetRun("GRU, 32", RNNConfig(cell="gru", hidden=32, layers=1),
                    Schedule(steps=4, lr=3e-3, batch_size=8, eval_every=1, threads=1), chunk=16),
+            NetRun("LSTM, 32", RNNConfig(cell="lstm", hidden=32, layers=1),
+                   Schedule(steps=4, lr=3e-3, batch_size=8, eval_every=1, threads=1), chunk=16),
         ],
     ),
     "cpu": Ch02Run(
@@ -105,6 +107,9 @@ SIZES = {
                    Schedule(steps=300, lr=4e-3, batch_size=32, warmup=30, eval_every=60, threads=1),
                    chunk=64),
             NetRun("GRU, 1x256", RNNConfig(cell="gru", hidden=256, layers=1),
+                   Schedule(steps=250, lr=4e-3, batch_size=32, warmup=25, eval_every=50, threads=1),
+                   chunk=64),
+            NetRun("LSTM, 1x256", RNNConfig(cell="lstm", hidden=256, layers=1),
                    Schedule(steps=250, lr=4e-3, batch_size=32, warmup=25, eval_every=50, threads=1),
                    chunk=64),
         ],
@@ -435,7 +440,7 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
         ax.axhline(best["val_nll"], color="k", ls="--", label=f"{best['order']}-gram Kneser-Ney")
         ax.set_xlabel("step")
         ax.set_ylabel(f"nats/char (first {sizes.eval_chars:,} val chars)")
-        ax.legend()
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: covers no curve
         ax.grid(alpha=0.3)
 
     table = table_rows(rows, best, infos, sizes.table_add_k_order)

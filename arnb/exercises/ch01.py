@@ -15,7 +15,7 @@ import torch
 from ..enumeration import enumerate_log_probs
 from ..models.fvsbn import FVSBN, random_order
 from ..testing import sampler_p_value
-from . import call, checker, report
+from . import call, checker, report, require_callable
 
 
 def _reference_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -93,12 +93,10 @@ def check_bits_per_dim(fn: Callable[[float, int], float]) -> bool:
     return report("bits per dimension", problems)
 
 
-def reference_made_mask(
-    in_degrees: torch.Tensor, out_degrees: torch.Tensor, output_layer: bool
-) -> torch.Tensor:
-    """The MADE mask ``(O, I)``: ``out >= in`` for hidden layers, ``out > in`` for the output."""
-    o, i = out_degrees[:, None], in_degrees[None, :]
-    return ((o > i) if output_layer else (o >= i)).float()
+def _expected_mask(din: torch.Tensor, dout: torch.Tensor, strict: bool) -> torch.Tensor:
+    """The rule entry by entry (the checker's own slow version)."""
+    rows = [[float(o > i if strict else o >= i) for i in din.tolist()] for o in dout.tolist()]
+    return torch.tensor(rows).reshape(len(dout), len(din))
 
 
 @checker
@@ -131,7 +129,7 @@ def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tenso
         ("hidden -> output, shuffled order", torch.randint(1, 5, (6,), generator=g), rank, True),
     ]
     for name, din, dout, is_out in cases:
-        want = reference_made_mask(din, dout, is_out)
+        want = _expected_mask(din, dout, is_out)
         got, err = call(fn, din.clone(), dout.clone(), is_out)
         if err:
             problems.append(f"{name}: {err}")
@@ -147,7 +145,7 @@ def check_made_mask(fn: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tenso
                 f"{name}: expected shape {tuple(want.shape)}, got {tuple(got.shape)}{hint}"
             )
         elif not torch.equal(got.float(), want):
-            strict = reference_made_mask(din, dout, not is_out)
+            strict = _expected_mask(din, dout, not is_out)
             hint = ""
             if torch.equal(got.float(), strict):
                 hint = " (check > versus >=: only the output layer is strict)"
@@ -192,23 +190,90 @@ def check_ancestral_sampler(fn: Callable, num_samples: int = 20000, alpha: float
     return report("ancestral sampler", problems)
 
 
-def reference_ancestral_sampler(
-    model, n: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """A plain ancestral sampler (the answer to the exercise): D steps, one Bernoulli draw each."""
-    x = torch.zeros(n, model.dims, dtype=torch.long)
+def _fit_problem(dims: int = 6, n: int = 400, batch: int = 50, steps: int = 40):
+    """Data from a random FVSBN (so pixels interact), a fixed list of minibatches."""
+    torch.manual_seed(0)
+    truth = FVSBN(dims)
     with torch.no_grad():
-        for k in range(model.dims):
-            p = torch.sigmoid(model.conditional_logit(x, k))
-            x[:, model.order[k]] = (torch.rand(n, generator=generator) < p).long()
-    return x
+        truth.weight.normal_(0, 2.0)
+        truth.bias.normal_(0, 1.0)
+    data = truth.sample(n, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(2)
+    batches = [data[torch.randint(0, n, (batch,), generator=g)] for _ in range(steps)]
+    return data, batches
+
+
+def _mean_nll(model: FVSBN, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(-model.log_prob(x).double().mean())
+
+
+@checker
+def check_fit_by_gradient(fn: Callable, lr: float = 0.5) -> bool:
+    """Exercise: ``fn(model, batches, lr) -> losses``: plain gradient descent on the mean NLL of
+    an FVSBN (natural order) with the closed-form gradient, one step per batch, no autograd.
+
+    ``losses[t]`` is the mean NLL (nats per image) of batch t *before* step t. The checker runs
+    ``fn`` under ``torch.no_grad()`` on a tiny FVSBN, checks the first loss, that training
+    lowers the NLL of the data, and that the NLL reached equals the one of a reference run
+    (autograd gradients, the same steps, :func:`arnb.train.train` with plain SGD).
+    """
+    require_callable(fn, "check_fit_by_gradient(fit_by_gradient)")
+    from ..train import Schedule, train
+
+    data, batches = _fit_problem()
+    dims = data.shape[1]
+    model = FVSBN(dims)
+    start = _mean_nll(model, data)
+    first = _mean_nll(model, batches[0])
+    reference = FVSBN(dims)
+    train(
+        reference,
+        lambda m, x: -m.log_prob(x).mean(),
+        batches,
+        Schedule(steps=len(batches), lr=lr, grad_clip=None, min_lr_ratio=1.0),
+        optimizer=torch.optim.SGD(reference.parameters(), lr=lr),
+        progress=False,
+    )
+    want = _mean_nll(reference, data)
+    problems = []
+    with torch.no_grad():
+        losses, err = call(fn, model, [b.clone() for b in batches], lr)
+    if err:
+        hint = ""
+        if "grad" in err:
+            hint = " (autograd is off here: compute the gradient by its closed form)"
+        return report("training loop", [f"{err}{hint}"])
+    try:
+        losses = [float(v) for v in losses]
+    except (TypeError, ValueError):
+        return report("training loop", ["return the list of losses, one number per step"])
+    got = _mean_nll(model, data)
+    if len(losses) != len(batches):
+        problems.append(f"expected {len(batches)} losses (one per batch), got {len(losses)}")
+    elif not math.isclose(losses[0], first, rel_tol=1e-4, abs_tol=1e-4):
+        problems.append(
+            f"first loss: expected {first:.4f} nats (the mean NLL of batch 0 before any step), "
+            f"got {losses[0]:.4f}"
+        )
+    if not math.isfinite(got) or got >= start:
+        problems.append(
+            f"the NLL of the data did not go down: {start:.4f} nats at the start, {got:.4f} "
+            "after training (check the sign of the update, and that the gradient is a mean "
+            "over the batch)"
+        )
+    elif abs(got - want) > 1e-3:
+        problems.append(
+            f"NLL reached: expected {want:.4f} nats (reference run), got {got:.4f} "
+            "(check the gradient of W: rows are the predicted pixel, columns its inputs)"
+        )
+    return report("training loop", problems)
 
 
 __all__ = [
     "check_ancestral_sampler",
     "check_bits_per_dim",
     "check_chain_rule",
+    "check_fit_by_gradient",
     "check_made_mask",
-    "reference_ancestral_sampler",
-    "reference_made_mask",
 ]

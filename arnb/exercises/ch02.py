@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from ..models.hmm import HMM, HMMConfig
+from ..models.ngram import NGramLM
 from . import call, checker, report, require_callable
 
 
@@ -80,16 +81,6 @@ def check_forward(fn: Callable) -> bool:
     return report("HMM forward algorithm", problems)
 
 
-def forward_reference(
-    log_pi: torch.Tensor, log_A: torch.Tensor, log_E: torch.Tensor, x: torch.Tensor
-) -> float:
-    """A reference solution of :func:`check_forward` (the notebook shows its own)."""
-    log_alpha = log_pi + log_E[:, x[0]]
-    for t in range(1, len(x)):
-        log_alpha = torch.logsumexp(log_alpha.unsqueeze(1) + log_A, dim=0) + log_E[:, x[t]]
-    return float(torch.logsumexp(log_alpha, 0))
-
-
 # ---------------------------------------------------------------- Kneser-Ney continuation counts
 def _continuation(text: str) -> dict[str, int]:
     left = {}
@@ -136,3 +127,90 @@ def check_continuation_counts(fn: Callable[[str], dict]) -> bool:
             )
             problems.append(f"{text!r}: {detail}{hint}")
     return report("continuation counts", problems)
+
+
+# ---------------------------------------------------------------- bigram tables: add-k, Kneser-Ney
+def _bigram_counts(x: torch.Tensor, K: int) -> torch.Tensor:
+    c = torch.zeros(K, K, dtype=torch.float64)
+    for a, b in zip(x.tolist(), x[1:].tolist()):
+        c[a, b] += 1
+    return c
+
+
+def _bigram_cases(g: torch.Generator) -> list[tuple[str, torch.Tensor, int]]:
+    """Toy corpora: the chapter's worked example, a symbol never seen, random texts."""
+    cases = [
+        ("'abaab' over {a, b, c}", torch.tensor([0, 1, 0, 0, 1]), 3),
+        ("'abcab' over {a, b, c, d}", torch.tensor([0, 1, 2, 0, 1]), 4),
+    ]
+    for K, T in [(4, 40), (6, 25)]:
+        cases.append((f"random text, K={K}, T={T}", torch.randint(0, K, (T,), generator=g), K))
+    return cases
+
+
+def _check_table(name, fn, cases, want_of, *args) -> list[str]:
+    problems = []
+    for label, x, K in cases:
+        want = want_of(x, K)
+        got, err = call(fn, x.clone(), K, *args)
+        if err:
+            problems.append(f"{label}: {err}")
+            continue
+        got = torch.as_tensor(got).double()
+        if got.shape != (K, K):
+            problems.append(f"{label}: expected a ({K}, {K}) table P[h, w], got {tuple(got.shape)}")
+            continue
+        sums = got.sum(1)
+        if not torch.allclose(sums, torch.ones(K, dtype=torch.float64), atol=1e-6):
+            bad = int((sums - 1).abs().argmax())
+            problems.append(
+                f"{label}: row h={bad} sums to {float(sums[bad]):.4f}, not 1 "
+                "(each row is a distribution over the next symbol)"
+            )
+        elif not torch.allclose(got, want, atol=1e-6):
+            h, w = divmod(int((got - want).abs().argmax()), K)
+            problems.append(
+                f"{label}: P[{h}, {w}] = p({w} | {h}): expected {float(want[h, w]):.5f}, "
+                f"got {float(got[h, w]):.5f}"
+            )
+    return problems
+
+
+@checker
+def check_addk_bigram(fn: Callable) -> bool:
+    """Exercise: ``fn(x (T,) long, K, k) -> P (K, K)``, ``P[h, w] = (c(hw) + k) / (c(h) + k K)``
+    with ``c(h) = sum_w c(hw)``, the times ``h`` is followed by a symbol in ``x``."""
+    require_callable(fn, "check_addk_bigram(addk_bigram)")
+    cases = _bigram_cases(torch.Generator().manual_seed(0))
+    problems = []
+    for k in (1.0, 0.05):
+
+        def want_of(x, K, k=k):
+            c = _bigram_counts(x, K)
+            return (c + k) / (c.sum(1, keepdim=True) + k * K)
+
+        problems += [f"k={k}, {p}" for p in _check_table("add-k", fn, cases, want_of, k)]
+    return report("add-k bigram", problems)
+
+
+@checker
+def check_kneser_ney_bigram(fn: Callable) -> bool:
+    """Exercise: ``fn(x (T,) long, K, discount) -> P (K, K)``, ``P[h, w] = p_KN(w | h)``:
+    interpolated Kneser-Ney with one discount ``D`` for the bigrams and for the continuation
+    unigram, which interpolates with the uniform distribution (the chapter's worked example).
+
+    Compared with :class:`arnb.models.ngram.NGramLM` ``(2, K, discount=D)`` on toy corpora; every
+    row must sum to one.
+    """
+    require_callable(fn, "check_kneser_ney_bigram(kneser_ney_bigram)")
+    cases = _bigram_cases(torch.Generator().manual_seed(1))
+    problems = []
+    for d in (0.5, 0.8):
+
+        def want_of(x, K, d=d):
+            lm = NGramLM(2, K, discount=d).fit(x).double()
+            return torch.stack([lm.next_log_probs(torch.tensor([h])).exp() for h in range(K)])
+
+        found = _check_table("Kneser-Ney", fn, cases, want_of, d)
+        problems += [f"D={d}, {p}" for p in found]
+    return report("Kneser-Ney bigram", problems)
