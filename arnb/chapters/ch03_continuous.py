@@ -4,7 +4,8 @@
   network, a categorical over bins and an implicit-quantile network, compared with the exact
   conditional and its Bayes floor H(Y | X).
 - ``ch03-two-moons``: a 2-D density p(x1) p(x2 | x1) with mixture conditionals, in both orders,
-  against the product of marginals.
+  against the product of marginals, and an autoregressive implicit quantile network (AIQN) that
+  samples the same data without any density.
 
 The notebook ``03_continuous.ipynb`` calls the same functions step by step. Every size lives in
 :data:`SIZES`: the models' own configs and one :class:`~arnb.train.Schedule` per fit. No loss
@@ -28,7 +29,8 @@ from ..data import toy
 from ..data.batches import Minibatches
 from ..data.toy import Y_HIGH, Y_LOW
 from ..distributions import pinball_loss
-from ..models import MDN, AutoregressiveMDN2D, MSERegressor, QuantileNet
+from ..models import AIQN, MDN, AutoregressiveMDN2D, MSERegressor, QuantileNet
+from ..models.aiqn import AIQNConfig
 from ..models.mdn import ConditionalDensityNet, MDN2DConfig, MDNConfig, QuantileConfig
 from ..plotting import plot_history
 from ..train import History, Schedule, train
@@ -53,10 +55,12 @@ class Ch03Run:
     quantile: QuantileConfig
     moons_n: int  # two-moons training points
     moons: MDN2DConfig
+    aiqn: AIQNConfig  # the autoregressive quantile network on two moons
     density_fit: Schedule  # the MDN and the bins
     mse_fit: Schedule
     quantile_fit: Schedule
     moons_fit: Schedule
+    aiqn_fit: Schedule
     quantile_eval_points: int  # held-out pairs of the quantile scores (icdf by bisection is slow)
 
 
@@ -73,11 +77,13 @@ def _nets(hidden: int, depth: int, components: int, bins: int, taus: int) -> dic
         ),
         quantile=QuantileConfig(hidden=hidden, depth=depth, num_taus=taus),
         moons=MDN2DConfig(num_components=components, hidden=hidden, depth=depth),
+        aiqn=AIQNConfig(dims=2, hidden=hidden, depth=depth, num_taus=taus),
     )
 
 
 def _fits(density: int, mse: int, quantile: int, moons: int, **kw) -> dict:
-    """The four schedules of a profile from their step counts; ``kw`` is common to all four.
+    """The five schedules of a profile from their step counts; ``kw`` is common to all five
+    (the AIQN on two moons trains as long as the 2-D MDNs).
 
     Warm-ups and the number of evaluations are the same in every profile.
     """
@@ -92,6 +98,7 @@ def _fits(density: int, mse: int, quantile: int, moons: int, **kw) -> dict:
         mse_fit=fit(mse, 100, 5),
         quantile_fit=fit(quantile, 200, 5),
         moons_fit=fit(moons, 100, 5),
+        aiqn_fit=fit(moons, 100, 5),
     )
 
 
@@ -377,9 +384,61 @@ def fit_moons(
     return model, hist
 
 
+def fit_aiqn(
+    run: Ch03Run, moons: dict, seed: int = 0, progress: bool = True
+) -> tuple[AIQN, History]:
+    """Train the AIQN on two moons with the pinball loss, fresh taus every step; the held-out
+    score is the same loss on the test points (with its own seeded taus)."""
+    torch.manual_seed(seed)
+    model = AIQN(run.aiqn).to(moons["train"].device)
+    g_tau = torch.Generator().manual_seed(seed + 1)
+
+    def held_out(m):
+        g = torch.Generator().manual_seed(seed + 2)  # the same taus at every evaluation
+        return {"quantile_loss": m.quantile_loss(moons["test"], generator=g)}
+
+    hist = train(
+        model,
+        lambda m, b: m.quantile_loss(b, generator=g_tau),
+        Minibatches(moons["train"], batch_size=run.aiqn_fit.batch_size, seed=seed),
+        run.aiqn_fit,
+        eval_fn=held_out,
+        progress=progress,
+        desc="AIQN",
+    )
+    return model, hist
+
+
+MOONS_BOX = ((-1.6, 2.6), (-1.1, 1.6))  # the plotted window, also the histograms' range
+
+
+def histogram_tv(a: torch.Tensor, b: torch.Tensor, bins: int = 15, box=MOONS_BOX) -> float:
+    """Total variation distance between the 2-D histograms of point sets ``a`` and ``b``
+    ``(N, 2)``: half the summed absolute difference of the cell frequencies, in [0, 1].
+
+    ``bins`` x ``bins`` equal cells over ``box``, plus one cell for everything outside it. It
+    scores samplers that have no density (the AIQN) and density models alike; two samples of
+    the same distribution still differ by a sampling error that shrinks with their sizes.
+    """
+
+    def freqs(pts: torch.Tensor) -> torch.Tensor:
+        pts = pts.detach().double().cpu()
+        cells = torch.zeros(len(pts), dtype=torch.long)
+        inside = torch.ones(len(pts), dtype=torch.bool)
+        for k, (lo, hi) in enumerate(box):
+            i = ((pts[:, k] - lo) / (hi - lo) * bins).floor().long()
+            inside &= (i >= 0) & (i < bins)
+            cells = cells * bins + i.clamp(0, bins - 1)
+        cells[~inside] = bins**2
+        return torch.bincount(cells, minlength=bins**2 + 1).double() / len(pts)
+
+    return 0.5 * float((freqs(a) - freqs(b)).abs().sum())
+
+
 @torch.no_grad()
 def plot_moons(moons: dict, models: dict, n: int = 2000, axes=None):
-    """Held-out data, then samples of each model (``models``: name -> AutoregressiveMDN2D)."""
+    """Held-out data, then samples of each model (``models``: name -> a model with
+    ``sample(n, generator=)``: an AutoregressiveMDN2D or an AIQN)."""
     if axes is None:
         _, axes = plt.subplots(
             1, 1 + len(models), figsize=(3.2 * (1 + len(models)), 3), sharex=True, sharey=True
@@ -393,8 +452,8 @@ def plot_moons(moons: dict, models: dict, n: int = 2000, axes=None):
         ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.5)
         ax.set_title(name, fontsize=9)
     for ax in axes:
-        ax.set_xlim(-1.6, 2.6)
-        ax.set_ylim(-1.1, 1.6)
+        ax.set_xlim(*MOONS_BOX[0])
+        ax.set_ylim(*MOONS_BOX[1])
         ax.set_aspect("equal")
     return axes
 
@@ -439,7 +498,7 @@ def run_inverse_sine(setup: Setup, out: Path) -> dict:
 
 @recipe(
     "ch03-two-moons",
-    "2-D autoregressive MDN p(x1) p(x2|x1) on two moons vs the product of marginals",
+    "2-D autoregressive MDN p(x1) p(x2|x1) on two moons vs the product of marginals and an AIQN",
 )
 def run_two_moons(setup: Setup, out: Path) -> dict:
     run = pick(SIZES, setup.profile)
@@ -454,12 +513,18 @@ def run_two_moons(setup: Setup, out: Path) -> dict:
         models[name], hist = fit_moons(run, moons, seed=setup.seed, progress=False, **kw)
         with torch.no_grad():
             metrics[f"test_nll[{name}]"] = moons_nll(models[name], moons["test"])
-    with new_figure(out, "two_moons_samples", 1, 4, figsize=(13, 3), sharex=True, sharey=True) as (
+    models["AIQN (no density)"], _ = fit_aiqn(run, moons, seed=setup.seed, progress=False)
+    with new_figure(out, "two_moons_samples", 1, 5, figsize=(16, 3), sharex=True, sharey=True) as (
         _,
         axes,
     ):
         plot_moons(moons, models, axes=axes)
-    metrics["test_points"] = len(moons["test"])
+    test = moons["test"]
+    for name, m in models.items():
+        drawn = m.sample(len(test), generator=torch.Generator().manual_seed(setup.seed + 3))
+        metrics[f"sample_tv[{name}]"] = histogram_tv(drawn, test)
+    metrics["sample_tv[train data]"] = histogram_tv(moons["train"][: len(test)], test)
+    metrics["test_points"] = len(test)
     metrics["nats_gained_by_autoregression"] = (
         metrics["test_nll[p(x1) p(x2) (independent)]"] - metrics["test_nll[p(x1) p(x2|x1)]"]
     )
