@@ -48,12 +48,15 @@ from torch import nn
 
 import arnb.models as models
 from arnb.models import (
+    AIQN,
     FVSBN,
     GPT,
     HMM,
     MADE,
     MDN,
     RNNMDN,
+    AnyOrderConfig,
+    AnyOrderNet,
     AutoregressiveMDN2D,
     CharRNN,
     ContextFreeMixture,
@@ -262,6 +265,14 @@ REGISTRY: list[Entry] = [
         **BINARY_VECTOR,
     ),
     Entry(
+        "AnyOrderNet",
+        AnyOrderNet,
+        lambda: spread(
+            AnyOrderNet(AnyOrderConfig(dims=4, hidden=(8,), order=[3, 1, 0, 2])), std=0.7
+        ),
+        **BINARY_VECTOR,
+    ),
+    Entry(
         "JointTable",
         JointTable,
         _joint_table,
@@ -370,6 +381,27 @@ REGISTRY: list[Entry] = [
             },
             "one_loss_name": "no likelihood, so its training loss (pinball) is not an nll",
             "prompt": "p(y | x) of one real y: nothing to prompt",
+        },
+    ),
+    Entry(
+        "AIQN",
+        AIQN,
+        lambda: spread(AIQN(dims=2, hidden=8, depth=1, n_cos=4), std=0.5),
+        shape=(2,),
+        skip={
+            **{
+                k: "an autoregressive quantile network has no density: it only samples"
+                for k in (
+                    "normalised",
+                    "sampler",
+                    "batch",
+                    "empty",
+                    "float64",
+                    "bad_input",
+                    "nll",
+                    "log_prob_signature",
+                )
+            },
         },
     ),
     Entry(
@@ -1138,6 +1170,7 @@ MUTANTS = [
     ("normalised", "RNNMDN", Unnormalised, AssertionError),
     ("causal", "CharRNN", Leaky, AssertionError),
     ("causal", "RNNMDN", Leaky, AssertionError),
+    ("causal", "AIQN", Leaky, AssertionError),
     ("sampler", "CharRNN", UniformSampler, AssertionError),
     ("sampler", "RNNMDN", ShiftedSampler, AssertionError),
     ("prompt", "CharRNN", PromptIgnored, AssertionError),

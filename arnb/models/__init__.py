@@ -1,5 +1,7 @@
 """The book's models, one readable file per family, all following :mod:`arnb.protocol`."""
 
+from .aiqn import AIQN, AIQNConfig
+from .any_order import AnyOrderConfig, AnyOrderNet
 from .fvsbn import FVSBN
 from .gpt import GPT, GPTConfig
 from .handwriting_synthesis import HandwritingSynthesis, SynthesisConfig
@@ -22,12 +24,16 @@ from .rnn_lm import CharRNN, RNNConfig
 from .rnn_mdn import RNNMDN, ContextFreeMixture, RNNMDNConfig
 
 __all__ = [
+    "AnyOrderConfig",
+    "AnyOrderNet",
+    "AIQN",
     "FVSBN",
     "GPT",
     "HMM",
     "MADE",
     "MDN",
     "RNNMDN",
+    "AIQNConfig",
     "AutoregressiveMDN2D",
     "CharRNN",
     "ContextFreeMixture",
