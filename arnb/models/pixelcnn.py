@@ -28,6 +28,9 @@ Sampling is ancestral: H*W*C draws, each through :func:`arnb.sampling.sample_ber
 runs the whole network for every draw; :meth:`GatedPixelCNN.sample` with ``fast=True`` computes
 only what the next pixel needs (the vertical stack once per row on the rows it can see, the
 horizontal stack on the few pixels to the left) and so draws the same samples for the same seed.
+:meth:`GatedPixelCNN.sample_cached` keeps every layer's computed features instead (Ramachandran
+et al. 2017): one new row of the vertical stack per image row, one new column of the horizontal
+stack per pixel, and on CUDA the per-row work replayed as one CUDA graph; same samples again.
 """
 
 from __future__ import annotations
@@ -362,6 +365,11 @@ class _PixelCNNBase(ARModule):
         """The plain PixelCNN has no incremental sampler: the naive loop."""
         return self.sample_naive(n, **kwargs)
 
+    def sample_cached(self, n: int, **kwargs) -> torch.Tensor:
+        """The plain PixelCNN has no cached sampler: the naive loop (``cuda_graph`` ignored)."""
+        kwargs.pop("cuda_graph", None)
+        return self.sample_naive(n, **kwargs)
+
     def sample(
         self,
         n: int,
@@ -372,6 +380,7 @@ class _PixelCNNBase(ARModule):
         label=None,
         progress: bool = False,
         fast: bool = True,
+        method: str | None = None,
     ) -> torch.Tensor:
         """Ancestral samples ``(n, C, H, W)`` long.
 
@@ -379,8 +388,19 @@ class _PixelCNNBase(ARModule):
         ``label`` (an int or ``(n,)``) conditions a class-conditional model; ``length`` may only
         be None or ``C*H*W``. ``fast=False`` runs the naive loop (one full pass per value); the
         fast one (gated PixelCNN only) draws the same images for the same generator.
+        ``method`` (``"naive"``, ``"fast"`` or ``"cached"``), when given, picks the sampler by
+        name instead of ``fast``; all three draw the same images for the same generator.
         """
-        draw = self.sample_fast if fast else self.sample_naive
+        if method is None:
+            method = "fast" if fast else "naive"
+        samplers = {
+            "naive": self.sample_naive,
+            "fast": self.sample_fast,
+            "cached": self.sample_cached,
+        }
+        if method not in samplers:
+            raise ValueError(f"method must be 'naive', 'fast' or 'cached', got {method!r}")
+        draw = samplers[method]
         return draw(
             n, prompt=prompt, generator=generator, length=length, label=label, progress=progress
         )
@@ -575,6 +595,203 @@ class GatedPixelCNN(_PixelCNNBase):
                     )
                     x[:, c, i, j] = self._draw(raw[:, :, c, 0, -1], generator)
         return x
+
+    @torch.no_grad()
+    def sample_cached(
+        self,
+        n: int,
+        *,
+        prompt=None,
+        generator: torch.Generator | None = None,
+        length: int | None = None,
+        label=None,
+        progress: bool = False,
+        cuda_graph: bool | None = None,
+    ) -> torch.Tensor:
+        """Same samples as :meth:`sample_naive` for the same generator, each feature computed once.
+
+        Every feature the network computes depends only on values drawn before it, so once
+        computed it never changes (Ramachandran et al. 2017). The sampler keeps them: for each
+        image row, the vertical stack computes one new row per layer from the kept rows above;
+        for each pixel, the horizontal stack computes one new column per layer from the kept
+        columns to its left, and the head reads it. (With colour channels the pixel's column is
+        computed once per channel: its features see the channels drawn so far.) The uniforms are drawn per row
+        from ``generator`` in the order the naive loop draws them.
+
+        ``cuda_graph`` (None: when the model is on CUDA) records the work of one row (all its
+        pixels) once as a CUDA graph and replays it for every row: a pixel costs a few dozen
+        tiny kernels, and on a GPU their launches, not their arithmetic, set the pace.
+        (Equality with the naive loop is exact in arithmetic; in floating point the sums are
+        grouped differently, see :meth:`sample_fast`.)
+        """
+        cfg = self.config
+        x, rows, label = self._start(n, prompt, label, length)
+        if cuda_graph is None:
+            cuda_graph = x.device.type == "cuda"
+        if cuda_graph and x.device.type != "cuda":
+            raise ValueError(f"cuda_graph=True needs the model on a CUDA device, not {x.device}")
+        cache = _FeatureCache(self, x, label)
+        it = range(cfg.height)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc="cached sampling (rows)", leave=False)
+        graph = None
+        for i in it:
+            cache.vertical_row(i)  # row i's vertical features need only rows < i
+            if i < rows:
+                continue  # a prompt row: nothing to draw, its pixels are already in the cache
+            # the naive loop's draws for this row, in its order: (pixel, channel, image)
+            u = torch.rand(cfg.width, cfg.channels, n, generator=generator)
+            cache.uniforms.copy_(u)
+            cache.start_row()
+            if not cuda_graph:
+                cache.row()
+            elif graph is None:  # first row: run it once eagerly (warm-up), then record it
+                side = torch.cuda.Stream(x.device)
+                side.wait_stream(torch.cuda.current_stream(x.device))
+                with torch.cuda.stream(side):
+                    cache.row()
+                torch.cuda.current_stream(x.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    cache.row()
+            else:
+                graph.replay()
+            cache.finish_row(i)
+        return cache.x
+
+
+class _FeatureCache:
+    """The features :meth:`GatedPixelCNN.sample_cached` keeps, and the steps that extend them.
+
+    - ``xv (n, C, P+H, W)``: the encoded image, ``P`` zero rows on top (the convolutions' zero
+      padding); ``v[l] (n, hidden, P+H, W)``: the vertical stack's input of layer ``l``, the
+      same way. A new image row adds one row to each.
+    - ``vh[l] (n, W, 2*hidden)``: what the vertical stack (through ``v_to_h``), the biases and
+      the label add to layer ``l``'s horizontal pre-activation, for the current row.
+    - ``xh (n, P+W, C)`` and ``h[l] (n, P+W, hidden)``: the current row of the encoded image
+      and of the horizontal stack's input of layer ``l`` (``h[L]`` feeds the head), ``P``
+      zero columns on the left, channels last so that a window of pixels is one matrix row.
+
+    The horizontal convolutions only look left, so they become matrix products of a window of
+    kept columns with the kernel flattened to ``(taps * in, out)``. Every tensor the per-row
+    step reads or writes stays in place (no reallocation), so that the step can be recorded as
+    a CUDA graph and replayed.
+    """
+
+    def __init__(self, model: GatedPixelCNN, x: torch.Tensor, label: torch.Tensor | None):
+        cfg = model.config
+        self.model, self.cfg, self.x = model, cfg, x
+        n, C, H, W = x.shape
+        dtype, dev = model.head.out.weight.dtype, x.device
+        convs = [model.h_first] + [layer.h_conv for layer in model.layers]
+        convs += [model.v_first] + [layer.v_conv for layer in model.layers]
+        # how far any kernel reaches up or left: the zero padding kept in front
+        self.P = P = max(max(m.pad[0], m.pad[2]) for m in convs)
+        hid = cfg.hidden
+        self.conds = model.conditioning(label)
+        self.xv = torch.zeros(n, C, P + H, W, dtype=dtype, device=dev)
+        self.xv[:, :, P:] = model.encode(x)
+        self.v = [torch.zeros(n, hid, P + H, W, dtype=dtype, device=dev) for _ in model.layers]
+        self.vh = [torch.zeros(n, W, 2 * hid, dtype=dtype, device=dev) for _ in model.layers]
+        self.xh = torch.zeros(n, P + W, C, dtype=dtype, device=dev)
+        self.h = [
+            torch.zeros(n, P + W, hid, dtype=dtype, device=dev) for _ in range(cfg.layers + 1)
+        ]
+        self.uniforms = torch.zeros(W, C, n, dtype=torch.get_default_dtype(), device=dev)
+        self.drawn = torch.zeros(n, C, W, dtype=torch.long, device=dev)
+        # the weights as the convolutions use them (masked, cropped), once
+        self.h_first = self._flat(model.h_first)
+        self.h_convs = [self._flat(layer.h_conv) for layer in model.layers]
+        self.v_to_h = [(la.v_to_h.weight[:, :, 0, 0].t(), la.v_to_h.bias) for la in model.layers]
+        self.h_outs = [self._pointwise(layer.h_out) for layer in model.layers]
+        self.mid, self.out = self._pointwise(model.head.mid), self._pointwise(model.head.out)
+
+    @staticmethod
+    def _flat(m: MaskedConv2d) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
+        """A ``1 x k`` masked convolution as ``(weight (taps*in, out), bias, first, last, step)``:
+        output column ``j`` reads input columns ``j+first, j+first+step, ..., j+last``."""
+        r0, r1, c0, c1 = m.crop
+        kw, d = m.weight.shape[-1], m.dilation[1]
+        w = (m.weight * m.mask)[:, :, r0, c0:c1]  # (out, in, taps)
+        w = w.permute(2, 1, 0).reshape(-1, w.shape[0])
+        return w, m.bias, d * (c0 - kw // 2), d * (c1 - 1 - kw // 2), d
+
+    @staticmethod
+    def _pointwise(m: MaskedConv2d) -> tuple[torch.Tensor, torch.Tensor]:
+        return (m.weight * m.mask)[:, :, 0, 0].t(), m.bias
+
+    def _window(self, buf: torch.Tensor, j: int, conv) -> torch.Tensor:
+        """Columns of ``buf (n, P+W, ch)`` that output column ``j`` reads -> ``(n, taps*ch)``."""
+        _, _, first, last, step = conv
+        return buf[:, self.P + j + first : self.P + j + last + 1 : step].flatten(1)
+
+    def _vertical_conv(self, m: MaskedConv2d, buf: torch.Tensor, i: int) -> torch.Tensor:
+        """Row ``i`` of the masked convolution ``m`` of ``buf (n, ch, P+H, W)`` -> ``(n, out, 1, W)``."""
+        r0, r1, c0, c1 = m.crop
+        kh, kw = m.weight.shape[-2:]
+        d = m.dilation[0]
+        top = self.P + i + d * (r0 - kh // 2)
+        rows = buf[:, :, top : top + d * (r1 - 1 - r0) + 1]
+        weight = (m.weight * m.mask)[:, :, r0:r1, c0:c1]
+        return F.conv2d(F.pad(rows, (*m.pad[:2], 0, 0)), weight, m.bias, 1, 0, m.dilation)
+
+    def vertical_row(self, i: int) -> None:
+        """Row ``i`` of every layer's vertical stack, from the kept rows above (eager)."""
+        model, P = self.model, self.P
+        v = self._vertical_conv(model.v_first, self.xv, i)
+        for li, (layer, cond) in enumerate(zip(model.layers, self.conds)):
+            self.v[li][:, :, P + i] = v[:, :, 0]
+            pre = self._vertical_conv(layer.v_conv, self.v[li], i)
+            if cond is not None:
+                pre = pre + cond
+            val, gate = pre.chunk(2, dim=1)
+            v = torch.tanh(val) * torch.sigmoid(gate)
+            w, b = self.v_to_h[li]
+            add = torch.addmm(b, pre[:, :, 0].transpose(1, 2).flatten(0, 1), w)
+            add = add.view(self.vh[li].shape) + self.h_convs[li][1]
+            self.vh[li].copy_(add if cond is None else add + cond[:, :, 0, 0].unsqueeze(1))
+
+    def start_row(self) -> None:
+        """Blank the current row: encoded zeros (-1) as in the naive loop's canvas."""
+        self.xh[:, self.P :].fill_(-1.0)
+
+    def row(self) -> None:
+        """Draw every pixel and channel of the current row (in place; a CUDA graph's body)."""
+        cfg, model, P = self.cfg, self.model, self.P
+        scale = 2.0 / (cfg.num_classes - 1)
+        for j in range(cfg.width):
+            col = P + j
+            for c in range(cfg.channels):
+                w, b = self.h_first[:2]
+                self.h[0][:, col] = torch.addmm(b, self._window(self.xh, j, self.h_first), w)
+                for li in range(cfg.layers):
+                    w = self.h_convs[li][0]
+                    pre = torch.addmm(
+                        self.vh[li][:, j], self._window(self.h[li], j, self.h_convs[li]), w
+                    )
+                    val, gate = pre.chunk(2, dim=1)
+                    w, b = self.h_outs[li]
+                    gated = torch.tanh(val) * torch.sigmoid(gate)
+                    torch.add(
+                        self.h[li][:, col], torch.addmm(b, gated, w), out=self.h[li + 1][:, col]
+                    )
+                a = torch.addmm(self.mid[1], F.elu(self.h[-1][:, col]), self.mid[0])
+                logits = torch.addmm(self.out[1], F.elu(a), self.out[0])
+                logits = logits.view(-1, model.out_per_channel, cfg.channels)[:, :, c]
+                u = self.uniforms[j, c]
+                if cfg.bernoulli:  # as arnb.sampling.sample_bernoulli, with the given uniform
+                    value = (u < torch.sigmoid(logits[:, 0].float())).long()
+                else:
+                    value = sample_categorical(logits, uniform=u)
+                self.drawn[:, c, j] = value
+                self.xh[:, col, c] = value.to(self.xh.dtype) * scale - 1.0
+
+    def finish_row(self, i: int) -> None:
+        """Write the drawn row into the image and into the vertical stack's input."""
+        self.x[:, :, i] = self.drawn
+        self.xv[:, :, self.P + i] = self.model.encode(self.drawn)
 
 
 def raster_order(channels: int, height: int, width: int) -> torch.Tensor:
