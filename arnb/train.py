@@ -5,7 +5,8 @@
 autocast on CUDA, a step count planned from a time budget, periodic evaluation in float32,
 weight averaging, keeping the best weights on a named metric, and atomic checkpoints that a
 later call resumes from. :func:`evaluate_nll` scores a whole split; :func:`evaluating`,
-:func:`cpu_threads` and :class:`Stopwatch` are the small contexts the chapters share.
+:func:`cpu_threads`, :class:`Stopwatch` and the :class:`Progress` bar are the small pieces the
+chapters share.
 """
 
 from __future__ import annotations
@@ -32,6 +33,72 @@ from .validation import set_validation, validation, validation_enabled
 
 class CheckpointError(ValueError):
     """A checkpoint that does not belong to the model it is loaded into."""
+
+
+DESC_WIDTH = 20  # characters of a bar's description: more squeezes the bar itself
+
+
+def _seconds(s: float) -> str:
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{int(s // 60)} min {s % 60:02.0f} s"
+
+
+class _Readable:
+    """What :class:`Progress` adds to a tqdm class (a mixin, so the tests can try both kinds)."""
+
+    def __init__(self, iterable: Iterable | None = None, desc: str = "", **kwargs):
+        self.label, self.note = desc or "", ""
+        cut = self.label if len(self.label) <= DESC_WIDTH else self.label[: DESC_WIDTH - 1] + "…"
+        super().__init__(iterable, desc=cut, **kwargs)
+
+    def summary(self) -> str:
+        """The plain line printed when the bar closes."""
+        unit = "iteration" if self.unit == "it" else self.unit
+        plural = "" if self.n == 1 else "s"
+        line = f"{self.label or 'progress'}: {self.n:,} {unit}{plural}"
+        line += f" in {_seconds(self.format_dict['elapsed'])}"
+        return f"{line}, {self.note}" if self.note else line
+
+    def finish(self) -> None:
+        """Close as complete at the steps actually run (a loop stopped by a time budget)."""
+        if not self.disable:
+            self.total = self.n
+            widget = getattr(self, "container", None)  # tqdm.notebook: (label, bar, text)
+            if widget is not None:
+                widget.children[1].max = max(self.n, 1)
+                widget.children[1].value = self.n
+            self.refresh()
+        self.close()
+
+    def close(self) -> None:
+        # Not for a bar left short of its total (a loop that raised): no line that reads as done.
+        done = self.total is None or self.n >= self.total
+        report = done and not self.disable and (self.leave or self.leave is None and self.pos == 0)
+        line = self.summary() if report else None
+        super().close()
+        if line is not None:
+            print(line, flush=True)
+
+
+class Progress(_Readable, tqdm):
+    """A ``tqdm.auto`` bar (a widget in Jupyter, text elsewhere) that reads right when it is over.
+
+    The description is cut to :data:`DESC_WIDTH` characters so the bar keeps its room.
+    :meth:`finish` closes a loop that stopped early (a time budget) as a complete bar of the
+    steps it ran; the widget's own maximum is moved too, which setting ``total`` alone does not
+    do. A bar that stays (``leave=True``) prints one plain line when it closes, e.g.
+    ``training: 1,234 steps in 56 s, loss 1.2345``: the widget needs JavaScript, a line does not
+    (a rendered page without the widget scripts, a notebook viewer, a log file). ``note`` is
+    the text after the comma.
+    """
+
+
+def progress(iterable: Iterable | None = None, desc: str = "", **kwargs) -> Progress:
+    """A :class:`Progress` bar: ``for x in progress(xs, desc="sweep")``, as ``tqdm(...)``."""
+    return Progress(iterable, desc=desc, **kwargs)
 
 
 @dataclass
@@ -430,10 +497,11 @@ def train(
         next(data)
     # In a log file (a recipe on a GPU server) a bar refreshed ten times a second is megabytes.
     interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
-    bar = tqdm(
+    bar = Progress(
         total=steps,
         initial=start,
         desc=desc,
+        unit="step",
         disable=not (progress and main),
         mininterval=0.1 if interactive else 30.0,
     )
@@ -475,11 +543,10 @@ def train(
                 if stop:
                     steps = done
                     break
-    bar.total = steps  # a loop stopped by its time limit ends as a complete bar
-    bar.refresh()
-    bar.close()
     if not history.eval_step or history.eval_step[-1] != steps:
         evaluate(steps)
+    bar.note = _train_note(history, select)
+    bar.finish()  # a loop stopped by its time limit ends as a complete bar of the steps it ran
     save(steps)
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -490,6 +557,19 @@ def train(
         history = History.from_dict(distributed.broadcast_object(history.as_dict()))
     model.eval()
     return history
+
+
+def _train_note(history: History, select: str | None) -> str:
+    """The end of training's plain line: last loss, then the final or the selected evaluation."""
+    parts = [f"loss {history.train[-1]:.4f}"] if history.train else []
+    if history.eval:
+        if select is not None and history.selected_step is not None:
+            at = history.eval_step.index(history.selected_step)
+            value = history.eval[at][select]
+            parts.append(f"best {select} {value:.4f} at step {history.selected_step:,}")
+        else:
+            parts += [f"{k} {v:.4f}" for k, v in list(history.eval[-1].items())[:3]]
+    return ", ".join(parts)
 
 
 def _model_id(model: nn.Module) -> str:

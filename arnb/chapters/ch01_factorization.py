@@ -296,9 +296,9 @@ def sweep(
     rows, patterns, skipped, models = [], [], [], {}
     settings = [(s, n) for s in sizes.image_sizes for n in sizes.train_sizes]
     if progress:
-        from tqdm.auto import tqdm
+        from ..train import Progress  # a widget live; one plain line once the sweep is over
 
-        settings = tqdm(settings, desc="sweep")
+        settings = Progress(settings, desc="sweep", unit="setting")
     data = None
     for s, n in settings:
         if time.time() - t0 > sizes.budget:

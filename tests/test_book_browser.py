@@ -1,0 +1,130 @@
+"""tools/check_book.py, the browser check of the built book, finds what it claims to find.
+
+A small site of hand-written pages, each with known faults, is opened in headless Chromium with
+the network blocked (as ``.ci/run`` does to the real build). Skipped where Debian's chromium or
+the playwright package is missing; ``.ci/run`` installs both.
+"""
+
+import base64
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("check_book", ROOT / "tools" / "check_book.py")
+check_book = importlib.util.module_from_spec(spec)
+sys.modules["check_book"] = check_book  # dataclasses look their module up
+spec.loader.exec_module(check_book)
+
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(check_book.CHROMIUM).exists() and shutil.which("chromium") is None,
+        reason="no chromium (apt-get install chromium)",
+    ),
+]
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def page(body: str, head: str = "") -> str:
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}"
+        "<style>body{margin:0} main{width:800px} article{width:700px}</style></head>"
+        f"<body><main><article>{body}</article></main></body></html>"
+    )
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api")
+    site = tmp_path_factory.mktemp("site")
+    (site / "_images").mkdir()
+    (site / "_images" / "dot.png").write_bytes(PNG)
+    (site / "index.html").write_text('<meta http-equiv="refresh" content="0; url=clean.html" />')
+    pages = {
+        "clean.html": page(
+            '<h1 id="top">Clean</h1><p>Prose with a <a href="other.html#there">link</a>, a'
+            ' <a href="#top">self link</a> and an <a href="https://example.org">outside'
+            " link</a> (not followed). Money: $5 and $10.</p>"
+            '<img src="_images/dot.png" alt="dot">'
+            '<div class="highlight" style="overflow-x:auto"><pre style="width:3000px">'
+            r"code may hold $$x$$ and \frac{a}{b}, and be wide: it scrolls</pre></div>"
+        ),
+        "other.html": page('<h2 id="there">There</h2><p>Nothing wrong here.</p>'),
+        "tex.html": page(r"<p>Raw maths: $$p(x) = \prod_i p(x_i)$$</p><p>x</p>"),
+        "inline.html": page(r"<p>MathJax never ran on \(x_{&lt;i}\) here.</p>"),
+        "merror.html": page("<p><mjx-container><mjx-merror>Undefined</mjx-merror>"),
+        "image.html": page('<img src="_images/missing.png" alt="gone">'),
+        "table.html": page("<p>| model | nats |<br>|---|---|<br>| a | 1.0 |</p>"),
+        "wide.html": page('<div style="width:2000px">too wide</div>'),
+        "links.html": page(
+            '<a href="nowhere.html">a</a> <a href="other.html#not-there">b</a>'
+            ' <a href="#missing">c</a>'
+        ),
+        "network.html": page("<p>x</p>", '<script src="https://example.org/lib.js"></script>'),
+        "missing.html": page("<p>x</p>", '<link rel="stylesheet" href="_static/gone.css">'),
+        "error.html": page("<p>x</p><script>noSuchFunction()</script>"),
+        "widgets.html": page(
+            "<div class='cell_output'><script type='application/vnd.jupyter.widget-view+json'>"
+            '{"model_id": "m"}</script></div>'
+            "<script type='application/vnd.jupyter.widget-state+json'>{}</script>",
+            "".join(f'<script src="{u}"></script>' for u in sorted(check_book.WIDGET_SCRIPTS)),
+        ),
+        "widgets_without_state.html": page(
+            "<p>x</p>",
+            "".join(f'<script src="{u}"></script>' for u in sorted(check_book.WIDGET_SCRIPTS)),
+        ),
+    }
+    for name, html in pages.items():
+        (site / name).write_text(html)
+    shots = tmp_path_factory.mktemp("shots")
+    result = check_book.check_site(site, shots, log=lambda *a: None)
+    result.shots = shots
+    return result
+
+
+def found(report, name):
+    return [f for page, f in report.findings if page == name]
+
+
+def test_a_clean_page_has_no_findings_and_every_page_a_screenshot(report):
+    assert report.pages == 14
+    assert found(report, "clean.html") == [] and found(report, "other.html") == []
+    assert len(list(report.shots.glob("*.png"))) == 14
+
+
+@pytest.mark.parametrize(
+    "name, what",
+    [
+        ("tex.html", "raw TeX"),
+        ("inline.html", "raw TeX"),
+        ("merror.html", "MathJax errors"),
+        ("image.html", "images not loaded"),
+        ("table.html", "Markdown tables left as text"),
+        ("wide.html", "wider than the column"),
+        ("network.html", "requests needed the network"),
+        ("missing.html", "missing local files"),
+        ("error.html", "JavaScript errors"),
+        ("widgets_without_state.html", "requests needed the network"),
+    ],
+)
+def test_each_fault_is_found(report, name, what):
+    assert any(what in f for f in found(report, name)), found(report, name)
+
+
+def test_broken_links_and_anchors_are_found(report):
+    (finding,) = [f for f in found(report, "links.html") if "broken internal links" in f]
+    for href in ("nowhere.html", "other.html#not-there", "#missing"):
+        assert href in finding
+
+
+def test_only_the_widget_scripts_of_a_page_with_widget_state_are_tolerated(report):
+    assert found(report, "widgets.html") == []
+    notes = [n for page, n in report.notes if page == "widgets.html"]
+    assert any("(tolerated): 2" in n for n in notes), report.notes
+    assert any("1 of 1 widget outputs have no text after them" in n for n in notes)
