@@ -38,6 +38,7 @@ from ..plotting import image_grid, save_figure
 from ..sampling import sample_bernoulli
 from ..train import Schedule, cpu_threads, evaluating, train
 from . import recipe
+from .ch01_factorization import fit_ar  # the causal MADE trains exactly as in chapter 1
 
 # ----------------------------------------------------------------------------------------------
 # the four missing sets of the 4x4 images (raster indices 0..15), fixed once
@@ -218,21 +219,6 @@ def fit_any_order(
     return {"history": hist, "best_val": min(e["val"] for e in hist.eval)}
 
 
-def fit_made(
-    model: MADE,
-    train_x: torch.Tensor,
-    val_x: torch.Tensor,
-    schedule: Schedule,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    progress: bool = False,
-) -> dict:
-    """Train a causal MADE by its NLL (chapter 1's loop), best weights on validation."""
-    from .ch01_factorization import fit_ar
-
-    return fit_ar(model, train_x, val_x, schedule, device, seed, progress)
-
-
 def train_models4(
     data: TinyMNIST, sizes: Ch07Sizes, device="cpu", seed: int = 0, progress: bool = False
 ) -> dict:
@@ -245,7 +231,7 @@ def train_models4(
     seconds["tables"] = time.time() - t0
     t0 = time.time()
     made = MADE(replace(sizes.made_net, dims=data.dims, seed=seed))
-    fit_made(made, data.train, data.val, sizes.made, device, seed, progress)
+    fit_ar(made, data.train, data.val, sizes.made, device, seed, progress)
     models["MADE"] = made.cpu().eval()
     seconds["MADE"] = time.time() - t0
     for name, objective, schedule in (
@@ -592,7 +578,7 @@ def train_models28(
     seconds = {"any-order": time.time() - t0}
     made = MADE(sizes.made28_net)
     t0 = time.time()
-    made_fit = fit_made(made, data["train"], data["valid"], sizes.made28, device, seed, progress)
+    made_fit = fit_ar(made, data["train"], data["valid"], sizes.made28, device, seed, progress)
     seconds["MADE"] = time.time() - t0
     return {
         "net": net.eval(),
