@@ -82,3 +82,8 @@ def test_writing_then_checking_and_drift(tmp_path, capsys):
 
 def test_no_spec_no_tables(tmp_path):
     assert results_tables.build(tmp_path) == {}
+
+
+def test_the_books_generated_tables_match_their_metrics():
+    """The committed tables in book/results/tables are what the committed metrics give."""
+    assert results_tables.main(["--check"]) == 0
