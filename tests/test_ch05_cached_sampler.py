@@ -130,8 +130,8 @@ def test_cached_sampler_global_generator():
 def test_method_argument_and_guards():
     model = tiny(1, 2, 0)
     a, _ = draw(model, "fast")
-    b = model.sample(3, generator=torch.Generator().manual_seed(3))  # fast=True: unchanged
-    c = model.sample(3, generator=torch.Generator().manual_seed(3), fast=False, method="cached")
+    b = model.sample(3, generator=torch.Generator().manual_seed(3))  # "fast" is the default
+    c = model.sample(3, generator=torch.Generator().manual_seed(3), method="cached")
     assert torch.equal(a, b) and torch.equal(a, c)
     with pytest.raises(ValueError, match="method"):
         model.sample(2, method="quick")

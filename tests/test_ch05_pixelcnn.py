@@ -216,7 +216,9 @@ def test_fast_sampler_equals_naive_loop(channels, num_classes, num_labels):
 def test_prompt_is_kept_and_both_samplers_complete_it_identically():
     model = tiny(True, 1, 2, height=6, width=6)
     prompt = torch.randint(2, (3, 1, 3, 6))
-    naive = model.sample(3, prompt=prompt, generator=torch.Generator().manual_seed(1), fast=False)
+    naive = model.sample(
+        3, prompt=prompt, generator=torch.Generator().manual_seed(1), method="naive"
+    )
     fast = model.sample(3, prompt=prompt, generator=torch.Generator().manual_seed(1))
     assert torch.equal(naive, fast)
     assert torch.equal(fast[:, :, :3], prompt)

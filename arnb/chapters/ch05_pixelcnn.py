@@ -252,16 +252,16 @@ def sampling_benchmark(
     model.eval()
     dev = model.device
 
-    def draw(fast: bool) -> tuple[torch.Tensor, float]:
+    def draw(method: str) -> tuple[torch.Tensor, float]:
         g = torch.Generator().manual_seed(seed)
         with Stopwatch(dev) as watch:
-            x = model.sample(n, generator=g, label=label, progress=progress, fast=fast)
+            x = model.sample(n, generator=g, label=label, progress=progress, method=method)
         return x, watch.seconds
 
-    fast, t_fast = draw(True)
+    fast, t_fast = draw("fast")
     out = {"n": n, "fast_seconds": round(t_fast, 3), "device": str(dev)}
     if naive:
-        slow, t_slow = draw(False)
+        slow, t_slow = draw("naive")
         same = (slow == fast).flatten(1).all(1)
         out.update(
             naive_seconds=round(t_slow, 3),

@@ -25,7 +25,7 @@ for binarized images, any other ``num_classes`` a categorical head (e.g. 256 int
 
 Sampling is ancestral: H*W*C draws, each through :func:`arnb.sampling.sample_bernoulli` or
 :func:`arnb.sampling.sample_categorical` (one uniform number per image and step). The naive loop
-runs the whole network for every draw; :meth:`GatedPixelCNN.sample` with ``fast=True`` computes
+runs the whole network for every draw; :meth:`GatedPixelCNN.sample` with ``method="fast"`` computes
 only what the next pixel needs (the vertical stack once per row on the rows it can see, the
 horizontal stack on the few pixels to the left) and so draws the same samples for the same seed.
 :meth:`GatedPixelCNN.sample_cached` keeps every layer's computed features instead (Ramachandran
@@ -379,20 +379,16 @@ class _PixelCNNBase(ARModule):
         length: int | None = None,
         label=None,
         progress: bool = False,
-        fast: bool = True,
-        method: str | None = None,
+        method: str = "fast",
     ) -> torch.Tensor:
         """Ancestral samples ``(n, C, H, W)`` long.
 
         ``prompt (C, rows, W)`` or ``(n, C, rows, W)`` fixes the first rows (image completion);
         ``label`` (an int or ``(n,)``) conditions a class-conditional model; ``length`` may only
-        be None or ``C*H*W``. ``fast=False`` runs the naive loop (one full pass per value); the
-        fast one (gated PixelCNN only) draws the same images for the same generator.
-        ``method`` (``"naive"``, ``"fast"`` or ``"cached"``), when given, picks the sampler by
-        name instead of ``fast``; all three draw the same images for the same generator.
+        be None or ``C*H*W``. ``method`` picks the sampler: ``"naive"`` (one full pass per value),
+        ``"fast"`` (crops to the receptive field) or ``"cached"`` (keeps every layer's features);
+        all three draw the same images for the same generator.
         """
-        if method is None:
-            method = "fast" if fast else "naive"
         samplers = {
             "naive": self.sample_naive,
             "fast": self.sample_fast,
