@@ -6,18 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from arnb.exercises import STRICT_ENV, ch05
+from arnb.exercises import ch05
 from arnb.models.pixelcnn import causal_mask
 from arnb.testing import exercise_answer
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_pixelcnn.ipynb"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def lenient(monkeypatch):
-    monkeypatch.delenv(STRICT_ENV, raising=False)  # a wrong answer returns False, not raises
 
 
 def solution(name):
