@@ -6,6 +6,8 @@ Each world size is launched as ``torchrun`` would launch it (gloo on the CPU, NC
 GPU per process), trains the same character GPT on Tiny Shakespeare windows with the same
 *global* batch for ``--steps`` steps after ``--warm`` untimed ones, and reports tokens per second
 of the whole job. Prints one Markdown table; the ratios are measured in one run.
+``--metrics FILE`` also writes the rows with the run's record (commit, date, versions), as a
+recipe's ``metrics.json``, for ``tools/results_tables.py`` (``book/results/metrics/``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +81,11 @@ def main() -> None:
     p.add_argument("--block", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--embd", type=int, default=128)
+    p.add_argument("--metrics", type=Path, help="also write the results here, as JSON")
     args = p.parse_args()
+    from arnb.config import setup
+
+    env = setup(profile="gpu" if torch.cuda.is_available() else "cpu", verbose=False)
     rows = []
     for world in args.world:
         with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +103,24 @@ def main() -> None:
     for world, r in rows:
         speed = r["tokens_per_s"] / base
         print(f"| {world} | {r['seconds']:.2f} | {r['tokens_per_s']:,.0f} | {speed:.2f}x |")
+    if args.metrics:
+        config = {k: v for k, v in vars(args).items() if k != "metrics"}
+        result = {
+            "recipe": "bench-ddp",
+            "metrics": {
+                "config": config,
+                "rows": [
+                    {"processes": w, **r, "speedup": r["tokens_per_s"] / base} for w, r in rows
+                ],
+            },
+            "seconds": round(time.time() - env.started, 1),
+            "command": "python " + " ".join(sys.argv),
+            **env.record(),
+            "cpu_threads": args.threads,  # per process; the parent's own count means nothing
+        }
+        tmp = args.metrics.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(args.metrics)
 
 
 if __name__ == "__main__":

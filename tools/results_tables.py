@@ -14,8 +14,24 @@ what to tabulate::
 
 Each table becomes ``<metrics>/../tables/<name>.md``, for a page to include with
 ``{include}``. A row takes the newest run (by ``date_utc``) of its recipe and profile; a row with
-no run says "not run yet". Every table ends with the columns a reader needs to trust a number:
-profile and device, and the commit the run came from (marked when the tree had changes).
+no run says "not run yet". A reader must be able to trust each number: when every row with a run
+comes from one run, a line under the table gives its command, profile and device, date, wall time
+and commit (marked when the tree had changes); otherwise each row ends with its profile, device
+and commit.
+
+More than one figure per run:
+
+- ``"key"``: a dotted path into the run; a list of paths takes the first that is present;
+  ``{name}`` in it is filled from the row's ``"vars"`` (one column, a different figure per row).
+- ``"in"`` (on a row or a column) names a list in the run, for instance ``"metrics.rows"``; the
+  key is then looked up in its first entry whose fields equal the row's and the column's
+  ``"where"`` together.
+- ``"each": ["size", "n_train"]`` on a row with ``"in"`` makes one row per distinct combination
+  of those fields, labelled by ``"label"`` as a format string over the entry.
+- ``"scale"`` multiplies a number before ``"format"``; ``"from_row": "ours"`` takes the column's
+  key and format from the row's ``"ours"``; ``"text": "target"`` shows the row's own text (a
+  target or a published figure with its citation, never a figure of ours).
+
 ``--check`` writes nothing and exits 1 when a table on disk differs from what the metrics give
 (CI: the tables and the runs they claim to show cannot drift apart).
 """
@@ -42,7 +58,7 @@ def load_runs(folder: Path) -> list[dict]:
     return runs
 
 
-def lookup(run: dict, key: str):
+def lookup(run, key: str):
     """``run["a"]["b"]`` for the key ``"a.b"``; None where a part is missing."""
     value = run
     for part in key.split("."):
@@ -52,42 +68,133 @@ def lookup(run: dict, key: str):
     return value
 
 
-def _cell(value, fmt: str) -> str:
+def _items(run: dict, path: str, where: dict) -> list[dict]:
+    """The entries of the list at ``path`` in ``run`` whose fields equal ``where``."""
+    found = lookup(run, path)
+    if not isinstance(found, list):
+        return []
+    return [
+        i for i in found if isinstance(i, dict) and all(i.get(k) == v for k, v in where.items())
+    ]
+
+
+def _cell(value, column: dict) -> str:
+    fmt = column.get("format", "")
     if value is None:
         return "–"
-    if isinstance(value, bool) or not fmt:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if not fmt:
         return str(value)
-    return format(value, fmt)
+    return format(value * column.get("scale", 1), fmt)
+
+
+def _value(run: dict, row: dict, column: dict):
+    """One cell's value: ``column["key"]`` (or the first of a list of keys that is present),
+    with ``{name}`` filled from the row's ``vars``; looked up in the run, or, where the row or
+    column names a list (``in``), in its first entry matching the row's and column's ``where``."""
+    keys = column["key"] if isinstance(column["key"], list) else [column["key"]]
+    path = column.get("in", row.get("in"))
+    if path is None:
+        scope = run
+    else:
+        found = _items(run, path, {**row.get("where", {}), **column.get("where", {})})
+        if not found:
+            return None
+        scope = found[0]
+    for key in keys:
+        value = lookup(scope, key.format_map(row.get("vars", {})))
+        if value is not None:
+            return value
+    return None
+
+
+def _text(run: dict, row: dict, column: dict) -> str:
+    """A cell: the row's own text for a ``text`` column (a target or a published figure, with
+    its citation), else the run's value; a ``from_row`` column takes its key and format from
+    the row (a table whose rows each show a different figure)."""
+    if "text" in column:
+        return row.get(column["text"], "")
+    if "from_row" in column:
+        column = {**column, **row[column["from_row"]]}
+    return _cell(_value(run, row, column), column)
+
+
+def _newest(runs: list[dict], recipe: str, profile: str) -> dict | None:
+    matches = [r for r in runs if r["recipe"] == recipe and r.get("profile") == profile]
+    return max(matches, key=lambda r: r.get("date_utc") or "") if matches else None
+
+
+def _expand(row: dict, run: dict | None) -> list[dict]:
+    """A row with ``each`` becomes one row per distinct combination of the ``each`` fields
+    among the entries of its list (``in``), in the order they first occur; its ``label`` is a
+    format string over those fields. Without a run it stays one row that says so."""
+    if "each" not in row or run is None:
+        return [row]
+    rows, seen = [], set()
+    for item in _items(run, row["in"], row.get("where", {})):
+        combo = tuple(item.get(k) for k in row["each"])
+        if combo in seen:
+            continue
+        seen.add(combo)
+        where = {**row.get("where", {}), **dict(zip(row["each"], combo))}
+        rows.append({**row, "where": where, "label": row["label"].format_map(item)})
+    return rows
+
+
+def _where(run: dict) -> str:
+    """Profile and device, with the CPU threads a timing ran with."""
+    text = f"{run['profile']}, {run.get('device_name') or run.get('device', '?')}"
+    if run.get("device") == "cpu" and run.get("cpu_threads"):
+        text += f", {run['cpu_threads']} thread" + ("s" if run["cpu_threads"] > 1 else "")
+    return text
+
+
+def _commit(run: dict) -> str:
+    commit = f"`{run['git_commit'][:10]}`" if run.get("git_commit") else "unknown"
+    return commit + (" (with local changes)" if run.get("git_dirty") else "")
 
 
 def render(table: dict, runs: list[dict], source: str) -> str:
-    """One table as Markdown (a pipe table), its rows chosen from ``runs``."""
+    """One table as Markdown (a pipe table), its rows chosen from ``runs``.
+
+    When every row that has a run comes from one and the same run, where and when it ran goes
+    in one line under the table; otherwise each row ends with its profile, device and commit."""
     columns = table["columns"]
-    headers = ["", *(c["header"] for c in columns), "profile, device", "commit"]
+    filled = []  # (row, run or None)
+    for row in table["rows"]:
+        run = _newest(runs, row["recipe"], row["profile"])
+        filled += [(r, run) for r in _expand(row, run)]
+    ran = {id(run): run for _, run in filled if run is not None}
+    single = next(iter(ran.values())) if len(ran) == 1 else None
+    headers = [table.get("label_header", ""), *(c["header"] for c in columns)]
+    if single is None:
+        headers += ["profile, device", "commit"]
     lines = [
         HEADER.format(source=source),
         "| " + " | ".join(headers) + " |",
         "|" + "---|" * len(headers),
     ]
-    for row in table["rows"]:
-        matches = [
-            r for r in runs if r["recipe"] == row["recipe"] and r.get("profile") == row["profile"]
-        ]
-        if not matches:
-            cells = [row["label"], *("" for _ in columns), row["profile"], "not run yet"]
+    for row, run in filled:
+        texts = [row.get(c["text"], "") if "text" in c else "" for c in columns]
+        if run is None and single is not None:
+            cells = [f"{row['label']}, `{row['profile']}`: not run yet", *texts]
+        elif run is None:
+            cells = [row["label"], *texts, row["profile"], "not run yet"]
         else:
-            run = max(matches, key=lambda r: r.get("date_utc") or "")
-            commit = f"`{run['git_commit'][:10]}`" if run.get("git_commit") else "unknown"
-            if run.get("git_dirty"):
-                commit += " (with local changes)"
-            where = f"{run['profile']}, {run.get('device_name') or run.get('device', '?')}"
-            cells = [
-                row["label"],
-                *(_cell(lookup(run, c["key"]), c.get("format", "")) for c in columns),
-                where,
-                commit,
-            ]
+            cells = [row["label"], *(_text(run, row, c) for c in columns)]
+            if single is None:
+                cells += [_where(run), _commit(run)]
         lines.append("| " + " | ".join(cells) + " |")
+    if single is not None:
+        ran = [f"`{single['command']}`"] if single.get("command") else []
+        facts = [_where(single)]
+        if single.get("date_utc"):
+            facts.append(f"{single['date_utc']} UTC")
+        if single.get("seconds") is not None:
+            facts.append(f"{single['seconds']:.0f} s")
+        facts.append(f"commit {_commit(single)}")
+        lines += ["", " ".join(ran + [f"({'; '.join(facts)})"])]
     return "\n".join(lines) + "\n"
 
 
