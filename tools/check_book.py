@@ -15,13 +15,13 @@ own browser download is not used: Playwright drives ``/usr/bin/chromium``). Per 
   scrolls sideways;
 - links to a page or anchor of the book that does not exist;
 - JavaScript errors;
-- requests that needed the network (all blocked here).
+- requests that needed the network (all blocked here, with no exception: the ipywidgets scripts
+  are served from the build's ``_static/widgets``, see ``tools/sphinx_widget_js.py``);
+- on a page with saved widget state, widget views that did not render (each view whose model was
+  saved must become a widget, e.g. a tqdm progress bar).
 
-One exception, printed as a note and not counted: the two scripts myst-nb loads from a CDN on a
-page with saved widget state (require.js and the ipywidgets HTML manager). No maintained PyPI
-package ships the ipywidgets 8 HTML manager bundle, so the book does not serve it; offline, a
-progress-bar widget shows nothing and the plain line :class:`arnb.train.Progress` prints when the
-bar closes stands in for it. A widget output with no text after it in its cell is a note too.
+A widget output with no text after it in its cell is printed as a note, not counted: readers
+without JavaScript see nothing there.
 
 Prints one line per finding and a summary; ``--strict`` exits 1 when there is any finding.
 Screenshots of every page go to ``--screenshots`` (default ``_build/screenshots``, ignored by
@@ -50,11 +50,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# myst-nb's default nb_ipywidgets_js: added to a page only when its notebook saved widget state.
-WIDGET_SCRIPTS = {
-    "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/require.min.js",
-    "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist/embed-amd.js",
-}
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 CHECKS_JS = r"""
@@ -102,9 +97,20 @@ async () => {
     }
     if (!scrolls && !wide.includes(el.parentElement)) wide.push(el);
   }
+  // Widget views: the HTML manager renders each one whose model was saved into a
+  // .widget-subarea just before its script, after the page's load event; wait for it.
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  const saved = new Set();
+  for (const s of document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]')) {
+    try { Object.keys(JSON.parse(s.textContent).state || {}).forEach(k => saved.add(k)); } catch (e) {}
+  }
+  const expected = views.filter(v => { try { return saved.has(JSON.parse(v.textContent).model_id); }
+                                       catch (e) { return false; } });
+  const isRendered = v => { const p = v.previousElementSibling;
+    return !!(p && p.classList.contains('widget-subarea') && p.querySelector('.jupyter-widgets')); };
+  for (let i = 0; i < 150 && expected.some(v => !isRendered(v)); i++) await sleep(100);
   const scroller = document.scrollingElement || document.documentElement;
   // Widget outputs: is there visible text after the widget in the same cell's outputs?
-  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
   const bareWidgets = views.filter(v => {
     const cell = v.closest('.cell_output') || v.parentElement;
     const after = [...cell.querySelectorAll('.output')].filter(o =>
@@ -121,6 +127,10 @@ async () => {
     sideways: scroller.scrollWidth - window.innerWidth,
     links: [...new Set([...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')))],
     widgets: views.length,
+    widgetsSaved: expected.length,
+    widgetsRendered: expected.filter(isRendered).length,
+    progressBars: document.querySelectorAll(
+      '.widget-subarea .widget-hprogress, .widget-subarea .widget-vprogress').length,
     bareWidgets,
   };
 }
@@ -262,14 +272,23 @@ def _check_page(context, page_path, root, cache, screenshots, width):
         found.append(f"broken internal links: {bad[:4]}")
     if errors:
         found.append(f"JavaScript errors: {errors[:2]}")
-    has_state = WIDGET_STATE in page_path.read_text(errors="replace")
-    widget_js = [u for u in blocked if has_state and u in WIDGET_SCRIPTS]
-    other = [u for u in blocked if u not in widget_js]
-    if other:
-        hosts = sorted({urlparse(u).netloc or u[:40] for u in other})
-        found.append(f"{len(other)} requests needed the network: {hosts[:4]}")
-    if widget_js:
-        noted.append(f"widget scripts not loaded offline (tolerated): {len(widget_js)}")
+    if blocked:
+        hosts = sorted({urlparse(u).netloc or u[:40] for u in blocked})
+        found.append(f"{len(blocked)} requests needed the network: {hosts[:4]}")
+    if result["widgets"] and WIDGET_STATE not in page_path.read_text(errors="replace"):
+        found.append(f"{result['widgets']} widget views but no saved widget state")
+    elif result["widgets"] and not result["widgetsSaved"]:
+        found.append(f"none of the {result['widgets']} widget views has its model saved")
+    elif result["widgetsRendered"] < result["widgetsSaved"]:
+        found.append(
+            f"{result['widgetsSaved'] - result['widgetsRendered']} of {result['widgetsSaved']} "
+            "saved widget views did not render"
+        )
+    elif result["widgets"]:
+        noted.append(
+            f"{result['widgetsRendered']} widgets rendered ({result['progressBars']} progress "
+            f"bars); {result['widgets'] - result['widgetsSaved']} views without a saved model"
+        )
     if result["bareWidgets"]:
         noted.append(
             f"{result['bareWidgets']} of {result['widgets']} widget outputs have no text after "
