@@ -4,10 +4,14 @@ Notebooks run under the ``smoke`` profile. Unless ARNB_DATA_DIR is set, the cour
 data folder beside the repository (``../shared/data``) is used when it exists, and then nothing
 is downloaded; without any offline folder the loaders download into the cache as usual.
 The solution notebooks run with strict exercise checkers (see ``pytest_runtest_setup``).
+The scripts of ``tools/`` import as modules (``import check_book``), for their tests.
 """
 
 import os
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 
 os.environ["ARNB_PROFILE"] = "smoke"
 os.environ.setdefault("MPLBACKEND", "Agg")

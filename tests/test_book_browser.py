@@ -6,18 +6,11 @@ the playwright package is missing; ``.ci/run`` installs both.
 """
 
 import base64
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
+import check_book
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("check_book", ROOT / "tools" / "check_book.py")
-check_book = importlib.util.module_from_spec(spec)
-sys.modules["check_book"] = check_book  # dataclasses look their module up
-spec.loader.exec_module(check_book)
 
 pytestmark = [
     pytest.mark.skipif(

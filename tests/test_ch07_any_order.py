@@ -1,9 +1,12 @@
 """Chapter 7: the any-order network, exact imputation on tiny cases, the 4x4 TV machinery."""
 
 import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
+import results_tables
 import torch
 
 from arnb.chapters import ch07_any_order as ch
@@ -11,6 +14,8 @@ from arnb.enumeration import completions, conditional_by_completion
 from arnb.models import JointTable
 from arnb.models.any_order import AnyOrderConfig, AnyOrderNet, ensemble_log_prob
 from arnb.testing import all_configurations, perturbation_dependency, sampler_p_value
+
+ROOT = Path(__file__).resolve().parent.parent
 
 D = 5
 
@@ -258,12 +263,13 @@ def test_recipes_run_under_smoke(tmp_path):
     assert nll["any_order_ensemble"] > 0 and math.isfinite(nll["any_order_bound"])
     assert [r["passes"] for r in m28["parallel"]] == list(ch.SIZES["smoke"].pass_counts)
     assert (tmp_path / "ch07_inpainting28.png").exists()
-    # the results page's tables come from the runs' metrics.json
-    import json
-
-    for name, metrics in (("ch07-imputation4", m4), ("ch07-mnist28", m28)):
-        result = {"recipe": name, "metrics": metrics, "seconds": 1.0, "command": f"run {name}"}
-        (tmp_path / f"{name}.json").write_text(json.dumps(result))
-    page = ch.results_markdown(tmp_path / "ch07-imputation4.json", tmp_path / "ch07-mnist28.json")
-    assert "| (c) any-order network, observed first | 8 |" in page
-    assert "raster MADE" in page and "run ch07-mnist28" in page
+    # the results page's tables (tools/results_tables.py, book/results/metrics/tables.json)
+    # find every figure they name in what the recipes return
+    runs = [
+        {"recipe": name, "profile": "cpu", "metrics": metrics, "command": f"run {name}"}
+        for name, metrics in (("ch07-imputation4", m4), ("ch07-mnist28", m28))
+    ]
+    spec = json.loads((ROOT / "book/results/metrics/tables.json").read_text())
+    pages = {t["name"]: results_tables.render(t, runs, "test") for t in spec["tables"]}
+    assert "| (c) any-order network, observed first | 8 |" in pages["ch07_imputation4"]
+    assert "| raster MADE | " in pages["ch07_mnist28"]

@@ -6,24 +6,14 @@ urllib's urlopen is replaced by a function that serves them (or fails).
 
 import base64
 import hashlib
-import importlib.util
 import io
-import sys
 import tarfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import sphinx_widget_js as widget_js
 
 from arnb.data.files import ChecksumError, DataNotFoundError
-
-ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location(
-    "sphinx_widget_js", ROOT / "tools/sphinx_widget_js.py"
-)
-widget_js = importlib.util.module_from_spec(spec)
-sys.modules["sphinx_widget_js"] = widget_js  # dataclasses look their module up
-spec.loader.exec_module(widget_js)
 
 
 def make_tgz(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
