@@ -123,9 +123,9 @@ def ancestral_sample(
     """
     steps = range(start, x.shape[1])
     if progress:
-        from tqdm.auto import tqdm
+        from .train import progress as bar  # a plain line when done: readable without JS
 
-        steps = tqdm(steps, desc="sampling", leave=False)
+        steps = bar(steps, desc="sampling", unit="position")
     for i in steps:
         x[:, i] = sample_categorical(next_logits(x, i), generator)
     return x

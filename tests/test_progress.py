@@ -118,3 +118,26 @@ def test_a_bar_closed_short_of_its_total_is_not_shown_as_complete(capsys):
     bar.close()  # closed without finish(), as after an exception: 3 of 10 stays incomplete
     assert bar.container.children[1].bar_style == "danger" and bar.total == 10
     assert "iterations in" not in capsys.readouterr().out  # and no line that reads as done
+
+
+def test_the_samplers_bars_end_with_one_plain_line(capsys):
+    """A sampler's bar stays readable without JavaScript: one line when it is done."""
+    import torch
+
+    from arnb.models import GatedPixelCNN
+    from arnb.models.pixelcnn import PixelCNNConfig
+    from arnb.sampling import ancestral_sample
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN(
+        PixelCNNConfig(height=3, width=3, num_classes=2, hidden=4, layers=1, dilations=(1,))
+    )
+    capsys.readouterr()
+    for method in ("naive", "fast", "cached"):
+        model.sample(2, method=method, progress=True)
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{method} sampling"), (method, lines)
+    x = torch.zeros(2, 4, dtype=torch.long)
+    ancestral_sample(lambda x, i: torch.zeros(len(x), 3), x, progress=True)
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("sampling: 4 positions in")

@@ -351,9 +351,9 @@ class _PixelCNNBase(ARModule):
         x, rows, label = self._start(n, prompt, label, length)
         steps = range(rows * cfg.width, cfg.height * cfg.width)
         if progress:
-            from tqdm.auto import tqdm
+            from ..train import progress as bar  # a plain line when done: readable without JS
 
-            steps = tqdm(steps, desc="naive sampling", leave=False)
+            steps = bar(steps, desc="naive sampling", unit="pixel")
         for p in steps:
             i, j = divmod(p, cfg.width)
             for c in range(cfg.channels):
@@ -573,9 +573,9 @@ class GatedPixelCNN(_PixelCNNBase):
         conds = self.conditioning(label)
         it = range(rows, cfg.height)
         if progress:
-            from tqdm.auto import tqdm
+            from ..train import progress as bar  # a plain line when done: readable without JS
 
-            it = tqdm(it, desc="fast sampling (rows)", leave=False)
+            it = bar(it, desc="fast sampling", unit="row")
         for i in it:
             top = max(0, i - r)
             v_pres = [
@@ -629,9 +629,9 @@ class GatedPixelCNN(_PixelCNNBase):
         cache = _FeatureCache(self, x, label)
         it = range(cfg.height)
         if progress:
-            from tqdm.auto import tqdm
+            from ..train import progress as bar  # a plain line when done: readable without JS
 
-            it = tqdm(it, desc="cached sampling (rows)", leave=False)
+            it = bar(it, desc="cached sampling", unit="row")
         graph = None
         for i in it:
             cache.vertical_row(i)  # row i's vertical features need only rows < i
