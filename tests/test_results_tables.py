@@ -58,7 +58,7 @@ def test_the_newest_run_fills_its_row_and_a_missing_run_says_so(tmp_path):
     assert lines[5] == "| MADE, `gpu`: not run yet |  |  |  |"
     assert lines[7] == (
         "`python -m arnb run ch01-mnist4 --profile cpu` (cpu, x86_64, 2 threads; "
-        "2026-02-01 10:00 UTC; 7 s; commit `0123456789` (with local changes))"
+        "2026-02-01 10:00 UTC; 7 s; commit `0123456` (with local changes))"
     )
     html = create_md_parser(MdParserConfig(), RendererHTML).render(text)
     assert html.count("<table>") == 1 and html.count("<tr>") == 3
@@ -83,8 +83,8 @@ def test_rows_from_different_runs_each_say_where_they_ran(tmp_path):
     (text,) = _write(tmp_path, [_run("2026-02-01 10:00", 4.0), gpu], [table])
     lines = text.splitlines()
     assert lines[2] == "|  | test NLL | profile, device | commit |"
-    assert lines[4] == "| MADE | 4.00 | cpu, x86_64, 2 threads | `0123456789` |"
-    assert lines[5] == "| MADE | 3.50 | gpu, NVIDIA H200 | `0123456789` |"
+    assert lines[4] == "| MADE | 4.00 | cpu, x86_64, 2 threads | `0123456` |"
+    assert lines[5] == "| MADE | 3.50 | gpu, NVIDIA H200 | `0123456` |"
 
 
 def test_list_entries_rows_per_combination_and_per_column_filters(tmp_path):

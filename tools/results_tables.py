@@ -151,7 +151,7 @@ def _where(run: dict) -> str:
 
 
 def _commit(run: dict) -> str:
-    commit = f"`{run['git_commit'][:10]}`" if run.get("git_commit") else "unknown"
+    commit = f"`{run['git_commit'][:7]}`" if run.get("git_commit") else "unknown"
     return commit + (" (with local changes)" if run.get("git_dirty") else "")
 
 
