@@ -195,11 +195,7 @@ def test_every_column_of_the_books_tables_finds_its_figure():
     runs = results_tables.load_runs(metrics)
     empty = []
     for table in spec["tables"]:
-        filled = []
-        for row in table["rows"]:
-            run = results_tables._newest(runs, row["recipe"], row["profile"])
-            if run is not None:
-                filled += [(r, run) for r in results_tables._expand(row, run)]
+        filled = [(r, run) for r, run in results_tables.filled_rows(table, runs) if run]
         if not filled:
             continue  # nothing of this table has run yet
         for column in table["columns"]:

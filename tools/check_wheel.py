@@ -295,10 +295,21 @@ def runtime_check(python: str, wheel: Path, recipe: str, work: Path, notebooks: 
     site_dir = Path(inner.stdout.split()[0])
     (site_dir / "outer_site.pth").write_text(outer.stdout)
     pip_install(py, wheel)
-    cwd = work / "elsewhere"  # not the checkout: the installed package is the one imported
+    print(f"{versions(py)} ({python})")
+    import_and_run(py, wheel, recipe, work, notebooks)
+
+
+def import_and_run(py: str, wheel: Path, recipe: str, work: Path, notebooks: list[Path]) -> None:
+    """In ``py``'s environment: import what the wheel and notebooks hold, then run ``recipe``
+    under smoke, both from ``work/elsewhere`` (not the checkout: the installed package is the
+    one imported); raises on failure."""
+    cwd = work / "elsewhere"
     cwd.mkdir(exist_ok=True)
+    clock = time.monotonic()
     checked = check_imports(py, wheel, notebooks, cwd)
-    print(f"{versions(py)} ({python}): imported {checked} modules and names")
+    print(f"imported {checked} modules and names in {time.monotonic() - clock:.0f} s")
+    if (work / "run").exists():
+        shutil.rmtree(work / "run")
     clock = time.monotonic()
     run_recipe(py, recipe, work, cwd)
     took = time.monotonic() - clock
@@ -323,18 +334,7 @@ def provision_check(
         f"{versions(py)} ({python}): venv and `pip install {wheel.name}` "
         f"in {installed:.0f} s, {folder_mb(venv)} MB"
     )
-    cwd = folder / "elsewhere"  # not the checkout: the installed package is the one imported
-    cwd.mkdir(exist_ok=True)
-    clock = time.monotonic()
-    checked = check_imports(py, wheel, notebooks, cwd)
-    print(f"imported {checked} modules and names in {time.monotonic() - clock:.0f} s")
-    clock = time.monotonic()
-    run = folder / "run"
-    if run.exists():
-        shutil.rmtree(run)
-    run_recipe(py, recipe, folder, cwd)
-    took = time.monotonic() - clock
-    print(f"recipe {recipe} ran under smoke from the installed wheel in {took:.0f} s")
+    import_and_run(py, wheel, recipe, folder, notebooks)
 
 
 def main(argv: list[str] | None = None) -> int:

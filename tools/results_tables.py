@@ -58,7 +58,7 @@ def load_runs(folder: Path) -> list[dict]:
     return runs
 
 
-def lookup(run, key: str):
+def lookup(run: dict, key: str):
     """``run["a"]["b"]`` for the key ``"a.b"``; None where a part is missing."""
     value = run
     for part in key.split("."):
@@ -142,6 +142,16 @@ def _expand(row: dict, run: dict | None) -> list[dict]:
     return rows
 
 
+def filled_rows(table: dict, runs: list[dict]) -> list[tuple[dict, dict | None]]:
+    """The table's rows, ``each`` rows expanded, each with the newest run of its recipe and
+    profile (None where there is none)."""
+    filled = []
+    for row in table["rows"]:
+        run = _newest(runs, row["recipe"], row["profile"])
+        filled += [(r, run) for r in _expand(row, run)]
+    return filled
+
+
 def _where(run: dict) -> str:
     """Profile and device, with the CPU threads a timing ran with."""
     text = f"{run['profile']}, {run.get('device_name') or run.get('device', '?')}"
@@ -161,10 +171,7 @@ def render(table: dict, runs: list[dict], source: str) -> str:
     When every row that has a run comes from one and the same run, where and when it ran goes
     in one line under the table; otherwise each row ends with its profile, device and commit."""
     columns = table["columns"]
-    filled = []  # (row, run or None)
-    for row in table["rows"]:
-        run = _newest(runs, row["recipe"], row["profile"])
-        filled += [(r, run) for r in _expand(row, run)]
+    filled = filled_rows(table, runs)
     ran = {id(run): run for _, run in filled if run is not None}
     single = next(iter(ran.values())) if len(ran) == 1 else None
     headers = [table.get("label_header", ""), *(c["header"] for c in columns)]
