@@ -32,10 +32,8 @@ mkdir -p "$OUT"
 # written under $OUT as it goes: if the session is cut off, the unpacked folder comes back
 work=$OUT/session
 rm -rf "$work" && mkdir -p "$work"
-if [ -z "${ARNB_DATA_DIR:-}" ] && [ -d .devdata ]; then export ARNB_DATA_DIR=$PWD/.devdata; fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-[ -d .devdata/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.devdata/site
-export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+# data and the carried wheels (hershey-fonts) from .devdata/
+. tools/device_env.sh > "$work/site.log" 2>&1
 summary=$work/summary.md
 echo "# GPU session $(date -u +%FT%TZ), smoke=$smoke, budget ${budget}s" > "$summary"
 
@@ -78,7 +76,8 @@ else
 fi
 
 # 1. the cached sampler equals the naive loop, also replayed as a CUDA graph on the card
-step tests 120 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider \
+#    (-o addopts=: the machine has pytest but not nbval, which pyproject.toml's options name)
+step tests 120 env OMP_NUM_THREADS=1 "$PY" -m pytest -q -p no:cacheprovider -o addopts= \
   tests/test_ch05_cached_sampler.py
 # 2. sampling speed against batch size (binary digits, then the 256-way head at two sizes)
 step sampling 150 "$PY" tools/bench_pixelcnn_sampling.py "${sampling[@]}" --batches $batches \

@@ -2,10 +2,14 @@
 
     python tools/nb.py new chapter.py notebooks/NN_name.ipynb   # py:percent script -> notebook
     python tools/nb.py run notebooks/NN_name.ipynb --profile cpu # execute in place, top to bottom
+    python tools/nb.py run notebooks/NN_name.ipynb --profile gpu --out DIR  # executed copy in DIR
 
 ``new`` reads a script whose cells start with ``# %%`` (code) or ``# %% [markdown]`` (markdown,
 every line prefixed with ``# ``) and writes a notebook with kernelspec ``python3``. ``run``
-executes a notebook in place under a profile, so committed outputs always come from a real run.
+executes a notebook in place under a profile, so committed outputs always come from a real run;
+with ``--out`` the executed notebook goes to that folder instead (it still runs in the
+notebook's own folder), which the GPU session uses so that a re-sent working tree cannot
+overwrite a run's result.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def script_to_notebook(text: str) -> nbformat.NotebookNode:
     return nb
 
 
-def run(path: Path, profile: str, timeout: int) -> None:
+def run(path: Path, profile: str, timeout: int, out: Path | None = None) -> None:
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -45,14 +49,28 @@ def run(path: Path, profile: str, timeout: int) -> None:
     # A non-interactive backend (pytest's conftest sets Agg) would leave the figures out.
     os.environ.pop("MPLBACKEND", None)
     t0 = time.time()
+    n_code = sum(cell.cell_type == "code" for cell in nb.cells)
+    done = 0
+
+    def progress(cell, **_):  # one line per code cell: a long run shows where it is
+        nonlocal done
+        if cell.cell_type == "code":
+            done += 1
+            print(f"{path.name}: cell {done}/{n_code} done at {time.time() - t0:.0f} s", flush=True)
+
     NotebookClient(
         nb,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
+        on_cell_executed=progress,
     ).execute()
-    nbformat.write(nb, path)
-    print(f"executed {path} under profile {profile} in {time.time() - t0:.0f} s")
+    dest = path if out is None else out / path.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, dest)  # a run cut off while writing leaves the old notebook, never half a one
+    print(f"executed {path} under profile {profile} in {time.time() - t0:.0f} s -> {dest}")
 
 
 def main() -> None:
@@ -67,13 +85,14 @@ def main() -> None:
     ex.add_argument("notebooks", type=Path, nargs="+")
     ex.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     ex.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    ex.add_argument("--out", type=Path, help="write the executed notebooks here, not in place")
     args = parser.parse_args()
     if args.command == "new":
         nbformat.write(script_to_notebook(args.script.read_text()), args.notebook)
         print(f"wrote {args.notebook}")
     else:
         for path in args.notebooks:
-            run(path, args.profile, args.timeout)
+            run(path, args.profile, args.timeout, args.out)
 
 
 if __name__ == "__main__":

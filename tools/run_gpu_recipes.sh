@@ -9,11 +9,13 @@
 # step count from a timing taken at the start. The script prints each one's metrics.json.
 # (How the book's gpu figures were produced: see book/results.md for the card and date.)
 set -u
+# from the repository root: data and wheels carried in .devdata/ (tools/prepare_device_data.sh)
+PY=python3
+. tools/device_env.sh
 sequential=0
 if [ "${1:-}" = "--one-by-one" ]; then sequential=1; shift; fi
 out=$1; shift
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>/dev/null || true
 status=0
 pids=()
