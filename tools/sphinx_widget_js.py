@@ -4,11 +4,10 @@ A page whose notebook saved widget state (tqdm progress bars) needs require.js a
 HTML manager (``embed-amd.js``); myst-nb loads both from a CDN by default, so offline readers see
 nothing. This takes them from pinned npm packages instead:
 
-- each package's tarball is downloaded once from registry.npmjs.org into
-  ``$ARNB_CACHE_DIR/npm`` (default ``~/.cache/arnb/npm``, :func:`arnb.data.cache_dir`),
-  checked against the sha512 ``integrity`` pinned below before anything is read from it, and
-  renamed into place only then. ``$ARNB_OFFLINE`` does not apply: it keeps data sets from
-  being downloaded, and CI sets it for its tests but builds the book with the registry in reach;
+- each package's tarball is a pinned file of :mod:`arnb.data.files`, like the data sets:
+  looked for under ``npm/`` in ``$ARNB_DATA_DIR`` and the cache (``~/.cache/arnb``), else
+  downloaded once from registry.npmjs.org (unless ``$ARNB_OFFLINE`` is set), checked against
+  its sha256 before anything is read from it, and renamed into place only then;
 - at every HTML build the needed files are read out of the verified tarballs (by exact name,
   regular files only, never ``tarfile.extract``) into ``_static/widgets/``;
 - ``nb_ipywidgets_js`` points myst-nb at those copies.
@@ -16,23 +15,20 @@ nothing. This takes them from pinned npm packages instead:
 The bundle holds the standard controls (progress bars, HTML, boxes, labels); it fetches only
 third-party widget modules from a CDN, which the book does not use. Font Awesome, for icons,
 is served beside it (woff2, what current browsers ask for), and ``config.js`` tells the
-bundle where. Without the cache and without network the build stops with a message that says
-how to fill the cache.
+bundle where. Without a copy and without network (or with ``$ARNB_OFFLINE`` set) the build stops
+with :mod:`arnb.data.files`' message, which says where to put the tarball.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import os
 import tarfile
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from arnb.data.files import ChecksumError, DataNotFoundError, cache_dir
+from arnb.data.files import RemoteFile, load_bytes
 
 REGISTRY = "https://registry.npmjs.org"
 STATIC_SUBDIR = "widgets"  # under the HTML output's _static
@@ -45,7 +41,9 @@ class NpmPackage:
 
     name: str
     version: str
-    integrity: str  # `npm view NAME@VERSION dist.integrity`: "sha512-" + base64 digest
+    # of the tarball, taken once it had matched the registry's own `npm view NAME@VERSION
+    # dist.integrity` (sha512): one kind of checksum for every file the book downloads
+    sha256: str
     files: tuple[str, ...]
 
     @property
@@ -53,8 +51,9 @@ class NpmPackage:
         return f"{REGISTRY}/{self.name}/-/{self.name.rsplit('/', 1)[-1]}-{self.version}.tgz"
 
     @property
-    def cache_name(self) -> str:
-        return f"{self.name.replace('/', '+')}-{self.version}.tgz"
+    def remote(self) -> RemoteFile:
+        relpath = f"npm/{self.name.replace('/', '+')}-{self.version}.tgz"
+        return RemoteFile(relpath, self.sha256, (self.url,))
 
 
 # html-manager 1.0.15 is the release built with ipywidgets 8.1.9's controls (^5.0.13) and
@@ -63,13 +62,13 @@ PACKAGES = (
     NpmPackage(
         "requirejs",
         "2.3.8",
-        "sha512-7/cTSLOdYkNBNJcDMWf+luFvMriVm7eYxp4BcFCsAX0wF421Vyce5SXP17c+Jd5otXKGNehIonFlyQXSowL6Mw==",
+        "777158e89275e16bd51aec3ef714fbcb5dc45789e7078659933bc814916d7dec",
         ("require.js",),  # the package ships no minified copy
     ),
     NpmPackage(
         "@jupyter-widgets/html-manager",
         "1.0.15",
-        "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+        "2b9d65cb7913e1c7d671757a10008b32c9c2448d4429513371e55c07d6107638",
         (
             "dist/embed-amd.js",
             # Font Awesome 5 (brands, regular, solid) under webpack's hashed names.
@@ -107,19 +106,6 @@ class WidgetJsError(RuntimeError):
     """The widget scripts could not be obtained, verified or unpacked."""
 
 
-def verify(data: bytes, integrity: str, what: str) -> None:
-    """Raise :class:`ChecksumError` unless ``data`` matches the npm ``sha512-...`` integrity."""
-    algorithm, _, expected = integrity.partition("-")
-    if algorithm != "sha512" or not expected:
-        raise ValueError(f"{what}: pinned integrity must be 'sha512-<base64>', got {integrity!r}")
-    actual = base64.b64encode(hashlib.sha512(data).digest()).decode()
-    if actual != expected:
-        raise ChecksumError(
-            f"{what}: sha512 is {actual}, expected {expected}; the tarball is corrupt, truncated "
-            "or a different version, and nothing was read from it."
-        )
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
@@ -130,37 +116,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-
-
-def _hint(pkg: NpmPackage, path: Path) -> str:
-    return (
-        f"Build once with access to {REGISTRY} to fill the cache, or put the tarball there by "
-        f"hand: curl -fLo '{path}' {pkg.url} (or `npm pack {pkg.name}@{pkg.version}`, renamed "
-        f"to {path.name}). $ARNB_CACHE_DIR names another cache folder."
-    )
-
-
-def tarball(pkg: NpmPackage, cache: Path) -> bytes:
-    """The verified tarball of ``pkg``: from ``cache/npm``, else downloaded into it once."""
-    path = cache / "npm" / pkg.cache_name
-    if path.exists():
-        data = path.read_bytes()
-        try:
-            verify(data, pkg.integrity, str(path))
-            return data
-        except ChecksumError:
-            path.unlink()  # our own cache: replace the bad copy
-    try:
-        with urllib.request.urlopen(pkg.url, timeout=60) as response:
-            data = response.read()
-    except OSError as err:  # URLError, timeouts, refused connections
-        raise DataNotFoundError(
-            f"{pkg.name}@{pkg.version} is not in {path.parent} and could not be downloaded "
-            f"from {pkg.url} ({err}). {_hint(pkg, path)}"
-        ) from None
-    verify(data, pkg.integrity, pkg.url)  # before writing: the cache holds only good copies
-    _write_atomic(path, data)
-    return data
 
 
 def _safe_relpath(relpath: str) -> PurePosixPath:
@@ -185,13 +140,13 @@ def read_member(data: bytes, relpath: str, what: str) -> bytes:
     raise WidgetJsError(f"{what} has no file {name}")
 
 
-def install(static_dir: Path, cache: Path, packages=None) -> list[Path]:
+def install(static_dir: Path, packages=None) -> list[Path]:
     """Put the widget scripts of ``packages`` (default :data:`PACKAGES`) into
     ``static_dir/widgets``; return the files there."""
     dest = static_dir / STATIC_SUBDIR
     files = {"config.js": CONFIG_JS.encode()}
     for pkg in PACKAGES if packages is None else packages:
-        data = tarball(pkg, cache)
+        data = load_bytes(pkg.remote)  # verified before tarfile sees a byte
         for relpath in pkg.files:
             name = _safe_relpath(relpath).name
             if name in files:
@@ -217,7 +172,7 @@ def _install(app) -> None:
     from sphinx.errors import ExtensionError
 
     try:
-        install(Path(app.outdir) / "_static", cache_dir())
+        install(Path(app.outdir) / "_static")
     except (OSError, ValueError, RuntimeError, tarfile.TarError) as err:
         raise ExtensionError(f"ipywidgets scripts for the book: {err}") from None
 
