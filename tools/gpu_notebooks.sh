@@ -3,10 +3,12 @@
 #
 #   bash tools/gpu_notebooks.sh 05            # on the GPU machine, from the repository root
 #   bash tools/gpu_notebooks.sh 04 06         # two at once: they share the card
+#   bash tools/gpu_notebooks.sh --one-by-one 01 03  # each with the card to itself
 #   bash tools/gpu_notebooks.sh --smoke 02 03 # here, on the CPU, under the smoke profile
 #
-# The first call starts each notebook's execution (`tools/nb.py run --profile gpu --out`) in a
-# process session of its own (setsid), all at the same time, so that the runs outlive the call
+# The first call starts the notebooks' executions (`tools/nb.py run --profile gpu --out`) in a
+# process session of its own (setsid), all at the same time unless --one-by-one (the time-budgeted
+# fits plan their steps from a timing taken at their start), so that the runs outlive the call
 # while the machine stays warm (30 s after a call). It then waits until every run has ended or
 # WAIT seconds have passed, and packs what there is into $OUT/notebooks.tar.gz (plus summary.md):
 # the executed notebooks, each one's log, rc and wall time, and nvidia-smi samples of the
@@ -25,8 +27,15 @@
 # /tmp/arnb-gpu-notebooks, -smoke with --smoke; delete it to start over), OUT (default runs/...).
 set -u
 cd "$(dirname "$0")/.."
-smoke=0
-if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+smoke=0 sequential=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) smoke=1 ;;
+    --one-by-one) sequential=1 ;;
+    *) break ;;
+  esac
+  shift
+done
 PY=${PYTHON:-python3}
 profile=$([ $smoke = 1 ] && echo smoke || echo gpu)
 wait_s=${WAIT:-$([ $smoke = 1 ] && echo 300 || echo 540)}
@@ -50,27 +59,27 @@ if [ -f "$state/names" ]; then
     && echo "  (asked for: ${names[*]}; delete $state to start those instead)"
   read -r -a names < "$state/names"
 else
-  if [ ${#names[@]} = 0 ]; then echo "usage: $0 [--smoke] NN [NN ...]" >&2; exit 2; fi
+  if [ ${#names[@]} = 0 ]; then echo "usage: $0 [--smoke] [--one-by-one] NN [NN ...]" >&2; exit 2; fi
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
     "$PY" -c 'import torch, sys; print(sys.version.split()[0], torch.__version__,
 torch.cuda.is_available() and torch.cuda.get_device_name())' 2>&1
     echo "profile=$profile ARNB_DATA_DIR=${ARNB_DATA_DIR:-unset}"; } > "$state/env.txt"
   cat "$state/env.txt"
   mkdir -p "$state/out"
-  # The launcher: every notebook at once, each writing NAME.rc and NAME.seconds when it ends,
-  # and nvidia-smi sampling the card until the last one has ended.
+  # The launcher: the notebooks at once (or one after the other), each writing NAME.rc and
+  # NAME.seconds when it ends, and nvidia-smi sampling the card until the last one has ended.
   {
     echo "cd '$PWD'"
     echo "nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 2 > '$state/gpu.csv' 2>/dev/null & smi=\$!"
     for n in "${names[@]}"; do
-      echo "( t0=\$(date +%s); timeout --kill-after=10 ${NB_LIMIT:-1500} '$PY' tools/nb.py run notebooks/$n.ipynb --profile $profile --out '$state/out' > '$state/$n.log' 2>&1; rc=\$?; echo \$(( \$(date +%s) - t0 )) > '$state/$n.seconds'; echo \$rc > '$state/$n.rc' ) & runs=\"\$runs \$!\""
+      echo "( t0=\$(date +%s); timeout --kill-after=10 ${NB_LIMIT:-1500} '$PY' tools/nb.py run notebooks/$n.ipynb --profile $profile --out '$state/out' > '$state/$n.log' 2>&1; rc=\$?; echo \$(( \$(date +%s) - t0 )) > '$state/$n.seconds'; echo \$rc > '$state/$n.rc' ) $([ $sequential = 1 ] && echo ';' || echo '& runs="$runs $!"')"
     done
     echo "wait \$runs; kill \$smi 2>/dev/null; touch '$state/finished'"
   } > "$state/launch.sh"
   echo "${names[*]}" > "$state/names"
   date +%s > "$state/started"
   setsid nohup bash "$state/launch.sh" > "$state/launch.log" 2>&1 < /dev/null &
-  echo "started ${names[*]} under profile $profile"
+  echo "started ${names[*]} under profile $profile$([ $sequential = 1 ] && echo ', one by one')"
 fi
 
 # wait for the runs, a line every 30 s
