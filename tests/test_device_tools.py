@@ -88,6 +88,9 @@ def test_gpu_notebooks_runs_across_calls_and_packs_the_executed_notebook(tmp_pat
         "OUT": str(tmp_path / "out"),
     }
     script = ["bash", str(ROOT / "tools" / "gpu_notebooks.sh"), "--smoke"]
+    nothing = subprocess.run(script + ["--collect"], env=env, capture_output=True, text=True)
+    assert nothing.returncode == 3 and "no runs" in nothing.stderr  # a fresh machine: no restart
+    assert not (tmp_path / "state").exists()
     first = subprocess.run(
         script + ["00"], env={**env, "WAIT": "0"}, capture_output=True, text=True, timeout=120
     )
@@ -96,7 +99,11 @@ def test_gpu_notebooks_runs_across_calls_and_packs_the_executed_notebook(tmp_pat
     assert "still running" in first.stdout
 
     second = subprocess.run(
-        script, env={**env, "WAIT": "300"}, capture_output=True, text=True, timeout=400
+        script + ["--collect"],
+        env={**env, "WAIT": "300"},
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert second.returncode == 0, second.stderr
     assert "runs started earlier: 00_setup" in second.stdout

@@ -14,10 +14,11 @@
 # the executed notebooks, each one's log, rc and wall time, and nvidia-smi samples of the
 # card's use and memory (what sharing it costs). A later call finds the runs in $STATE and only
 # waits and packs again, so a notebook longer than one call (10 minutes at most) is collected by
-# the next call, made at once:
+# the next call, made at once. With --collect a call never starts anything: on a fresh machine
+# (the last one was given back, and the runs with it) it says so and exits 3.
 #
 #   run(command="bash tools/gpu_notebooks.sh 05", carry=[".devdata"], timeout_s=570)
-#   run(command="WAIT=200 bash tools/gpu_notebooks.sh 05", carry=[".devdata"], timeout_s=230)
+#   run(command="WAIT=200 bash tools/gpu_notebooks.sh --collect", carry=[".devdata"], timeout_s=230)
 #
 # Then, here: unpack, copy the executed notebooks over notebooks/, `python tools/exercise_table.py`,
 # and commit them (their first code cell's output names the card).
@@ -27,11 +28,12 @@
 # /tmp/arnb-gpu-notebooks, -smoke with --smoke; delete it to start over), OUT (default runs/...).
 set -u
 cd "$(dirname "$0")/.."
-smoke=0 sequential=0
+smoke=0 sequential=0 collect=0
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) smoke=1 ;;
     --one-by-one) sequential=1 ;;
+    --collect) collect=1 ;;
     *) break ;;
   esac
   shift
@@ -42,6 +44,10 @@ wait_s=${WAIT:-$([ $smoke = 1 ] && echo 300 || echo 540)}
 state=${STATE:-/tmp/arnb-gpu-notebooks$([ $smoke = 1 ] && echo -smoke)}
 OUT=${OUT:-runs/gpu-notebooks$([ $smoke = 1 ] && echo -smoke)}
 start=$(date +%s)
+if [ $collect = 1 ] && [ ! -f "$state/names" ]; then
+  echo "--collect: no runs in $state; this machine is not the one that started them" >&2
+  exit 3
+fi
 mkdir -p "$OUT" "$state"
 
 names=()
@@ -59,7 +65,10 @@ if [ -f "$state/names" ]; then
     && echo "  (asked for: ${names[*]}; delete $state to start those instead)"
   read -r -a names < "$state/names"
 else
-  if [ ${#names[@]} = 0 ]; then echo "usage: $0 [--smoke] [--one-by-one] NN [NN ...]" >&2; exit 2; fi
+  if [ ${#names[@]} = 0 ]; then
+    echo "usage: $0 [--smoke] [--one-by-one] NN [NN ...], or $0 [--smoke] --collect" >&2
+    exit 2
+  fi
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
     "$PY" -c 'import torch, sys; print(sys.version.split()[0], torch.__version__,
 torch.cuda.is_available() and torch.cuda.get_device_name())' 2>&1
