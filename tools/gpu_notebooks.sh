@@ -21,7 +21,7 @@
 #   run(command="WAIT=200 bash tools/gpu_notebooks.sh --collect", carry=[".devdata"], timeout_s=230)
 #
 # Then, here: unpack, copy the executed notebooks over notebooks/, `python tools/exercise_table.py`,
-# and commit them (their first code cell's output names the card).
+# and commit them (the line `arnb.setup` prints names the card).
 #
 # Environment: PYTHON (default python3), WAIT (seconds this call waits, default 540, 300 with
 # --smoke), NB_LIMIT (seconds one notebook may run, default 1500), STATE (default
