@@ -19,11 +19,11 @@ every other cell, its outputs included, is kept. A Markdown cell's region become
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
+
+from .data.files import write_atomic
 
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
@@ -108,10 +108,7 @@ def write_student_notebooks(out_dir: Path, notebooks: list[Path] | None = None) 
         nb = nbformat.read(path, as_version=4)
         student = student_notebook(nb, path.name)
         target = out_dir / path.name
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".ipynb.part")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(student, f)
-        os.replace(tmp, target)
+        write_atomic(target, (nbformat.writes(student) + "\n").encode())  # as nbformat.write
         written.append(target)
     for extra in {p.parent for p in notebooks}:
         for asset in extra.iterdir():

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import nbformat
 
+from arnb.data.files import write_atomic
+
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
@@ -66,10 +68,7 @@ def run(path: Path, profile: str, timeout: int, out: Path | None = None) -> None
         on_cell_executed=progress,
     ).execute()
     dest = path if out is None else out / path.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, dest)  # a run cut off while writing leaves the old notebook, never half a one
+    write_atomic(dest, (nbformat.writes(nb) + "\n").encode())  # as nbformat.write writes it
     print(f"executed {path} under profile {profile} in {time.time() - t0:.0f} s -> {dest}")
 
 

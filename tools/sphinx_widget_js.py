@@ -22,13 +22,11 @@ with :mod:`arnb.data.files`' message, which says where to put the tarball.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from arnb.data.files import RemoteFile, load_bytes
+from arnb.data.files import RemoteFile, load_bytes, write_atomic
 
 REGISTRY = "https://registry.npmjs.org"
 STATIC_SUBDIR = "widgets"  # under the HTML output's _static
@@ -106,18 +104,6 @@ class WidgetJsError(RuntimeError):
     """The widget scripts could not be obtained, verified or unpacked."""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a web server must read _static
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _safe_relpath(relpath: str) -> PurePosixPath:
     path = PurePosixPath(relpath)
     if not relpath or "\\" in relpath or path.is_absolute() or ".." in path.parts:
@@ -157,7 +143,7 @@ def install(static_dir: Path, packages=None) -> list[Path]:
         path = dest / name
         # Rewrite only what changed, so an unchanged build leaves the files (and mtimes) alone.
         if not path.exists() or path.read_bytes() != content:
-            _write_atomic(path, content)
+            write_atomic(path, content)
         written.append(path)
     return written
 

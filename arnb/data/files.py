@@ -119,6 +119,20 @@ def _download(f: RemoteFile, dest: Path) -> None:
     )
 
 
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, renamed into place: a
+    write cut off part-way leaves the old file (or none), never half a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; others (a web server) must read it
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 FILES_READ: dict[str, str] = {}
 """Every data file verified in this process, ``relpath -> sha256``: what a run's record lists."""
 
