@@ -213,6 +213,43 @@ def test_fast_sampler_equals_naive_loop(channels, num_classes, num_labels):
     assert len(naive.unique()) > 1
 
 
+@pytest.mark.parametrize("gated", [True, False], ids=["gated", "plain"])
+def test_dropout_acts_only_while_training_and_keeps_causality(gated):
+    model = tiny(gated, dropout=0.5)
+    plain = tiny(gated)
+    plain.load_state_dict(model.state_dict())  # same weights, no dropout
+    x = torch.randint(2, (4, 1, 6, 6))
+    model.train()
+    torch.manual_seed(1)
+    a = model.log_prob(x)
+    torch.manual_seed(2)
+    assert not torch.allclose(a, model.log_prob(x))  # a fresh mask on every call
+    model.eval()
+    assert torch.equal(model.log_prob(x), plain.eval().log_prob(x))
+
+    # while training too, no output sees a later pixel: the mask is element-wise
+    model.train()
+    cfg = model.config
+    h = torch.rand(1, cfg.height, cfg.width, dtype=torch.float64) * 2 - 1
+    dep = dependency_matrix(
+        lambda v: model.logits_from_float(v.double()).reshape(1, cfg.dims, -1), h
+    )
+    order = raster_order(1, cfg.height, cfg.width)
+    assert_causal(dep, order, order)
+
+    # every sampler switches dropout off (same images as the model without it) and leaves
+    # the model in the mode it found it in
+    want = plain.sample_naive(16, generator=torch.Generator().manual_seed(5))
+    methods = ["naive", "fast", "cached"] if gated else ["naive"]
+    for method in methods:
+        model.train()
+        got = model.sample(16, generator=torch.Generator().manual_seed(5), method=method)
+        assert torch.equal(got, want), method
+        assert model.training
+    with pytest.raises(ValueError, match="dropout"):
+        PixelCNNConfig(dropout=1.0)
+
+
 def test_prompt_is_kept_and_both_samplers_complete_it_identically():
     model = tiny(True, 1, 2, height=6, width=6)
     prompt = torch.randint(2, (3, 1, 3, 6))

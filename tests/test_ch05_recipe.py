@@ -72,3 +72,29 @@ def test_sizes_nest_the_config_and_schedule_and_keep_the_data_consistent():
         recipe.load_task("mnist8", bad)
     with pytest.raises(ValueError, match="unknown task"):
         recipe.load_task("eval_batch", bad)
+
+
+def test_the_dropout_ablation_trains_one_run_per_rate_and_records_them(tmp_path):
+    import importlib.util
+    import json
+    import math
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / "ablate_pixelcnn_dropout.py"
+    spec = importlib.util.spec_from_file_location("ablate_pixelcnn_dropout", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "m.json"
+    tool.main(["--smoke", "--dropout", "0", "0.5", "--metrics", str(out)])
+    run = json.loads(out.read_text())
+    assert run["recipe"] == "pixelcnn-dropout" and run["git_commit"]
+    a, b = run["metrics"]["rows"]
+    assert (a["dropout"], b["dropout"]) == (0.0, 0.5)
+    for r in (a, b):
+        curve = [v for _, v in r["valid_curve_nats"]]
+        assert all(math.isfinite(v) for v in curve)
+        assert r["best_valid_nats"] == min(curve) and r["last_valid_nats"] == curve[-1]
+    # same seeds, only the rate differs: the dropout run trained differently
+    assert a["valid_curve_nats"] != b["valid_curve_nats"]
+    with pytest.raises(SystemExit):
+        tool.main(["--smoke", "--dropout", "1.0"])

@@ -35,6 +35,7 @@ stack per pixel, and on CUDA the per-row work replayed as one CUDA graph; same s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -43,7 +44,21 @@ from torch import nn
 
 from ..protocol import ARModule, fixed_length
 from ..sampling import sample_bernoulli, sample_categorical
+from ..train import evaluating
 from ..validation import as_indices
+
+
+def _sampler(method):
+    """Run a sampling method in evaluation mode without gradients (dropout off: every sampler
+    draws the same images whatever mode the model was left in); the mode is restored after."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with evaluating(self):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
 
 # ----------------------------------------------------------------------------------------------
 # masks
@@ -189,12 +204,15 @@ class PixelCNNConfig:
     first_kernel: int = 7
     dilations: tuple[int, ...] = field(default_factory=tuple)
     num_labels: int = 0  # > 0: class-conditional, a label embedding added to every layer
+    dropout: float = 0.0  # on each layer's residual update, while training only
 
     def __post_init__(self):
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.channels < 1 or self.height < 1 or self.width < 1:
             raise ValueError("channels, height and width must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.kernel % 2 == 0 or self.first_kernel % 2 == 0:
             raise ValueError("kernel sizes must be odd")
         if self.hidden % self.channels:
@@ -332,7 +350,7 @@ class _PixelCNNBase(ARModule):
             return sample_bernoulli(logits[:, 0], generator)
         return sample_categorical(logits, generator)
 
-    @torch.no_grad()
+    @_sampler
     def sample_naive(
         self,
         n: int,
@@ -447,6 +465,7 @@ class PixelCNN(_PixelCNNBase):
             masked_conv(cfg.hidden, 2 * cfg.hidden, cfg.kernel, "B", g, d) for d in cfg.dilations
         )
         self.head = _OutputHead(cfg.hidden, g, self.out_per_channel)
+        self.drop = nn.Dropout(cfg.dropout)
 
     def logits_from_float(self, h: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         """``h (B, C, H, W)`` in [-1, 1] -> logits ``(B, K', C, H, W)``."""
@@ -456,7 +475,7 @@ class PixelCNN(_PixelCNNBase):
             if cond is not None:
                 a = a + cond
             val, gate = a.chunk(2, dim=1)
-            x = x + torch.tanh(val) * torch.sigmoid(gate)
+            x = x + self.drop(torch.tanh(val) * torch.sigmoid(gate))
         return self.head(x)
 
 
@@ -470,10 +489,11 @@ class GatedLayer(nn.Module):
     The vertical convolution (k x k, rows above and the centre row) feeds the horizontal stack
     through a 1x1 convolution; the horizontal convolution (1 x k, pixels to the left and the
     centre under the type-B channel rule) adds its own view; each stack then applies
-    ``tanh(a) * sigmoid(b)``. The horizontal stack is residual.
+    ``tanh(a) * sigmoid(b)``. The horizontal stack is residual; ``dropout`` zeroes part of its
+    update while training (a regularizer: an element-wise mask cannot break causality).
     """
 
-    def __init__(self, hidden: int, groups: int, kernel: int, dilation: int):
+    def __init__(self, hidden: int, groups: int, kernel: int, dilation: int, dropout: float = 0.0):
         super().__init__()
         self.v_conv = MaskedConv2d(
             hidden, 2 * hidden, vertical_mask(hidden, 2 * hidden, kernel, first=False), dilation
@@ -482,6 +502,7 @@ class GatedLayer(nn.Module):
         # Vertical features only ever see rows above, so mixing all their channels is causal.
         self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)
         self.h_out = masked_conv(hidden, hidden, 1, "B", groups)
+        self.drop = nn.Dropout(dropout)
 
     def vertical(
         self, v: torch.Tensor, cond: torch.Tensor | None
@@ -500,7 +521,7 @@ class GatedLayer(nn.Module):
         if cond is not None:
             pre = pre + cond
         val, gate = pre.chunk(2, dim=1)
-        return h + self.h_out(torch.tanh(val) * torch.sigmoid(gate))
+        return h + self.h_out(self.drop(torch.tanh(val) * torch.sigmoid(gate)))
 
 
 class GatedPixelCNN(_PixelCNNBase):
@@ -518,7 +539,9 @@ class GatedPixelCNN(_PixelCNNBase):
         k1 = cfg.first_kernel
         self.v_first = MaskedConv2d(g, cfg.hidden, vertical_mask(g, cfg.hidden, k1, first=True))
         self.h_first = masked_conv(g, cfg.hidden, (1, k1), "A", g)
-        self.layers = nn.ModuleList(GatedLayer(cfg.hidden, g, cfg.kernel, d) for d in cfg.dilations)
+        self.layers = nn.ModuleList(
+            GatedLayer(cfg.hidden, g, cfg.kernel, d, cfg.dropout) for d in cfg.dilations
+        )
         self.head = _OutputHead(cfg.hidden, g, self.out_per_channel)
 
     def vertical_stack(self, h: torch.Tensor, conds: list) -> list[torch.Tensor]:
@@ -544,7 +567,7 @@ class GatedPixelCNN(_PixelCNNBase):
         conds = self.conditioning(label)
         return self.horizontal_stack(h, self.vertical_stack(h, conds), conds)
 
-    @torch.no_grad()
+    @_sampler
     def sample_fast(
         self,
         n: int,
@@ -592,7 +615,7 @@ class GatedPixelCNN(_PixelCNNBase):
                     x[:, c, i, j] = self._draw(raw[:, :, c, 0, -1], generator)
         return x
 
-    @torch.no_grad()
+    @_sampler
     def sample_cached(
         self,
         n: int,
