@@ -308,6 +308,7 @@ def _summary(info: dict, run: Ch05Run, env: Setup) -> dict:
         "hidden": run.model.hidden,
         "layers": run.model.layers,
         "dilations": list(run.model.dilations),
+        "dropout": run.model.dropout,
         "lr": run.schedule.lr,
         "profile": env.profile,
     }
