@@ -359,7 +359,7 @@ def fit_synthesis(
     )
 
 
-PHRASES = ("hello", "quiz", "zebra", "waving")  # zebra and waving are not training words
+PHRASES = ("hello", "quiz", "zebra", "waving")  # of these only quiz is a training word
 
 
 def writing_figure(

@@ -399,7 +399,12 @@ def imputation_table(models: dict, x: torch.Tensor, sizes: Ch07Sizes) -> list[di
             (name, label, cost, 0) for name, label, cost in METHODS_4x4 if name != "masked Gibbs"
         ]
         runs += [
-            ("masked Gibbs", f"(d) masked network, Gibbs, {s} sweeps", f"{1 + s * k}", s)
+            (
+                "masked Gibbs",
+                f"(d) masked network, Gibbs, {s} sweep{'' if s == 1 else 's'}",
+                f"{1 + s * k}",
+                s,
+            )
             for s in sizes.gibbs_sweeps
         ]
         runs.append(("half table", "noise floor: table fitted on half the data", "-", 0))
