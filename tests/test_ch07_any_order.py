@@ -235,12 +235,12 @@ def test_missing_sets_28():
         "left half",
         "centre square",
         "random half",
-        "right column (7 px)",
+        "right 7 columns",
     }
     assert int((masks["top half"] == 0).sum()) == 392
     assert int((masks["random half"] == 0).sum()) == 392
     assert int((masks["centre square"] == 0).sum()) == 196
-    assert math.isclose(float(masks["right column (7 px)"].sum()), 784 - 196)
+    assert math.isclose(float(masks["right 7 columns"].sum()), 784 - 196)
 
 
 # ------------------------------------------------------------------------------ recipes (smoke)

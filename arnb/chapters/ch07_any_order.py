@@ -547,7 +547,7 @@ def missing_sets28(seed: int = 0) -> dict[str, torch.Tensor]:
     sets["random half"] = rnd.view(28, 28)
     right = grid.clone()
     right[:, 21:] = 0
-    sets["right column (7 px)"] = right
+    sets["right 7 columns"] = right
     return {k: v.flatten() for k, v in sets.items()}
 
 
