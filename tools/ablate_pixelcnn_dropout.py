@@ -74,15 +74,16 @@ def main(argv=None) -> None:
     rows = []
     for p in args.dropout:
         sizes = replace(SIZES["gpu"], binary=run_for(args, p), eval_batch=500)
-        model, hist, _, info = fit("binary", env, sizes, progress=False)
-        dims = model.config.dims
-        curve = [[s, v * dims] for s, v in info["valid_curve"]]
+        _, hist, _, info = fit("binary", env, sizes, progress=False)
+        # nats per image as scored, not the rounded per-dimension curve of ``info``
+        curve = [[s, e["valid_nll_nats"]] for s, e in zip(hist.eval_step, hist.eval)]
+        best = min(v for _, v in curve)
         row = {
             "dropout": p,
-            "best_valid_nats": min(v for _, v in curve),
+            "best_valid_nats": best,
             "best_step": info["selected_step"],
             "last_valid_nats": curve[-1][1],
-            "overfit_nats": curve[-1][1] - min(v for _, v in curve),
+            "overfit_nats": curve[-1][1] - best,
             "train_seconds": info["train_seconds"],
             "valid_curve_nats": curve,
         }
