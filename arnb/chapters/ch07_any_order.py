@@ -669,7 +669,8 @@ def plot_inpainting(net, made, x, masks, seed: int = 0):
             (c.view(n, 1, 28, 28), "raster (causal) completion"),
         ]
         for ax, (imgs, title) in zip(row, panels):
-            image_grid(imgs, nrow=n, ax=ax, title=title, vmax=1)
+            # two rows of images per panel: one row of n left most of the figure blank
+            image_grid(imgs, nrow=max(1, (n + 1) // 2), ax=ax, title=title, vmax=1)
             ax.title.set_fontsize(8)
     fig.tight_layout()
     return fig
