@@ -92,13 +92,13 @@ class Ch07Sizes:
     )
     any_order28: Schedule = field(
         default_factory=lambda: Schedule(
-            steps=4000, lr=1e-3, batch_size=100, eval_every=500, seconds=120.0, threads=None
+            steps=16000, lr=1e-3, batch_size=100, eval_every=1000, seconds=180.0, threads=None
         )
     )
     made28_net: MADEConfig = field(default_factory=lambda: MADEConfig(dims=784, hidden=(500,)))
     made28: Schedule = field(
         default_factory=lambda: Schedule(
-            steps=4000, lr=1e-3, batch_size=100, eval_every=500, seconds=60.0, threads=None
+            steps=16000, lr=1e-3, batch_size=100, eval_every=1000, seconds=180.0, threads=None
         )
     )
     valid28: int = 1000  # last training images held out for the choice of weights
