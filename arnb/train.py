@@ -15,6 +15,7 @@ import contextlib
 import copy
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -370,8 +371,10 @@ def plan_steps(
 ) -> int:
     """How many steps fit ``schedule.seconds``, timed on throw-away copies of model and optimizer.
 
-    The first ``warm`` steps (kernel selection, allocation) are not timed. The answer lies in
-    ``[warmup + 1, steps]``; without ``seconds`` it is ``steps``.
+    The first ``warm`` steps (kernel selection, allocation) are not timed; of the ``probe``
+    timed steps the median counts, so one stalled step (a busy core, a collector pause) does not
+    shrink the whole run. The answer lies in ``[warmup + 1, steps]``; without ``seconds`` it is
+    ``steps``.
     """
     if schedule.seconds is None:
         return schedule.steps
@@ -390,10 +393,12 @@ def plan_steps(
     with validation(False), cpu_threads(schedule.threads):
         for _ in range(warm):
             _step(runner, opt, _to(next(data), device), schedule, device, scaler)
-        with Stopwatch(device) as watch:
-            for _ in range(probe):
+        times = []
+        for _ in range(probe):
+            with Stopwatch(device) as watch:
                 _step(runner, opt, _to(next(data), device), schedule, device, scaler)
-    per_step = watch.seconds / probe
+            times.append(watch.seconds)
+    per_step = statistics.median(times)
     return max(schedule.warmup + 1, min(schedule.steps, int(schedule.seconds / per_step)))
 
 

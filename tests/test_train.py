@@ -2,6 +2,8 @@
 restores every setting it changes, checkpoints round-trip exactly and resume, wrong models are
 refused; plus the one validation module and the one batch iterator."""
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,6 +177,24 @@ def test_plan_steps_fits_the_budget_and_stays_in_bounds():
     assert plan_steps(Independent(4, 3), _loss, batches, Schedule(steps=7)) == 7
     tiny = Schedule(steps=10**7, seconds=1e-9, warmup=5)
     assert plan_steps(Independent(4, 3), _loss, batches, tiny) == 6
+
+
+def test_plan_steps_is_not_shrunk_by_one_stalled_step():
+    batches = [_data(64, dims=4, k=3)]
+    sched = Schedule(steps=10**7, seconds=1.0)
+    calls = []
+
+    def stalls_once(m, x):
+        calls.append(1)
+        if len(calls) == 8:  # a timed step: the 5 warm-up steps come first
+            time.sleep(0.5)
+        return m.nll(x)
+
+    clean = plan_steps(Independent(4, 3), _loss, batches, sched)
+    stalled = plan_steps(Independent(4, 3), stalls_once, batches, sched)
+    assert len(calls) == 25
+    # averaged over 20 steps, the 0.5 s stall would cut the plan by a factor of 10 or more
+    assert stalled > clean / 5
 
 
 def test_a_given_optimizer_keeps_its_own_learning_rate():
