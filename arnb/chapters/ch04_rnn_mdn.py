@@ -57,7 +57,7 @@ class Ch04Run:
 # The cpu profile in full; the others change only what differs from it.
 # 4000 steps of 32 are about 4 passes over Omniglot (about 70 s for the RNN-MDN on 2 cores); at
 # 700 the validation NLL was still falling steeply and the samples were stroke fragments.
-# Synthesis steps cost about 1.5 RNN-MDN steps: 1500 of them write legible requested words.
+# A synthesis step costs about five RNN-MDN steps: 1500 of them write legible requested words.
 _FIT = Schedule(steps=4000, lr=3e-3, batch_size=32, warmup=50, eval_every=800, time_limit=240)
 _CPU = Ch04Run(
     model=RNNMDNConfig(hidden=128, components=20, sigma_floor=1e-3),
