@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -14,7 +15,7 @@ from .train import History
 
 def image_grid(
     images: torch.Tensor,
-    nrow: int = 8,
+    nrow: int | None = None,
     vmax: float | None = None,
     ax=None,
     title: str | None = None,
@@ -22,7 +23,8 @@ def image_grid(
 ):
     """Draw ``images (N, C, H, W)`` (C = 1 or 3; ints or floats) as one grid; return the axes.
 
-    Pixel values are scaled by ``vmax`` (default: 1 for binary images, 255 for 8-bit ones).
+    ``nrow`` is the number of images per row (default: a square grid, ``ceil(sqrt(N))``,
+    which fills a square panel). Pixel values are scaled by ``vmax`` (default: 1 for binary images, 255 for 8-bit ones).
     """
     images = torch.as_tensor(images).detach().cpu().float()
     if images.dim() == 3:
@@ -30,7 +32,7 @@ def image_grid(
     n, c = images.shape[:2]
     if vmax is None:
         vmax = 1.0 if images.max() <= 1 else 255.0
-    ncol = min(nrow, n)
+    ncol = min(nrow, n) if nrow is not None else math.ceil(math.sqrt(n))
     nrows = (n + ncol - 1) // ncol
     # white gaps between the images and around them; make_grid gives 3 channels even for C = 1
     grid = make_grid((images / vmax).clamp(0, 1), nrow=ncol, padding=pad, pad_value=1.0)

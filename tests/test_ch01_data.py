@@ -84,3 +84,15 @@ def test_image_grid_lays_out_images_with_white_gaps():
     assert grid[6:10, 16:40].min() == 1  # the unused cells of the last row are white
     rgb = image_grid(torch.full((2, 3, 4, 4), 255, dtype=torch.uint8)).get_images()[0]
     assert rgb.get_array().shape == (6, 11, 3)
+
+
+def test_image_grid_defaults_to_a_square_grid():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from arnb.plotting import image_grid
+
+    for n, side in [(16, 4), (64, 8), (10, 4), (2, 2)]:
+        grid = image_grid(torch.zeros(n, 1, 4, 4)).get_images()[0].get_array()
+        rows = -(-n // side)
+        assert grid.shape == (rows * 5 + 1, side * 5 + 1), n

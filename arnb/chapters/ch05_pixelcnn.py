@@ -291,7 +291,9 @@ def _curve(hist: History, out: Path, name: str) -> None:
     plt.close(fig)
 
 
-def _grid(images: torch.Tensor, out: Path, name: str, title: str, vmax=None, nrow: int = 8) -> None:
+def _grid(
+    images: torch.Tensor, out: Path, name: str, title: str, vmax=None, nrow: int | None = None
+) -> None:
     fig, ax = plt.subplots(figsize=(6, 6))
     image_grid(images, nrow=nrow, ax=ax, title=title, vmax=vmax)
     save_figure(fig, out, name)
@@ -305,7 +307,8 @@ def _completions(model, xte: torch.Tensor, out: Path, name: str, seed: int) -> N
     done = model.sample(len(prompt), prompt=prompt, generator=torch.Generator().manual_seed(seed))
     originals = xte[:8].unsqueeze(1).to(done)
     grid = torch.cat([originals, done.view(8, 3, *done.shape[1:])], 1).flatten(0, 1)
-    _grid(grid.cpu(), out, name, "test digit, then 3 completions of its top half", vmax=None)
+    title = "test digit, then 3 completions of its top half"
+    _grid(grid.cpu(), out, name, title, nrow=8)  # two digits per row
 
 
 def _summary(info: dict, run: Ch05Run, env: Setup) -> dict:
