@@ -303,3 +303,22 @@ def test_characters_outside_the_vocabulary_are_rejected_before_counting():
         lm.sequence_nll(tok.encode("abz"))
     with pytest.raises(ValueError, match=r"ids values must lie in \[0, 3\]"):
         lm.sequence_nll(torch.tensor([0, 1, 4]))
+
+
+def test_training_figure_scores_the_ngram_on_the_curves_characters():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from arnb.chapters.ch02_markov_to_rnn import plot_training
+    from arnb.train import History
+
+    g = torch.Generator().manual_seed(0)
+    train_ids, val_ids = torch.randint(0, 3, (400,), generator=g), torch.randint(0, 3, (300,))
+    val_ids[:50] = 0  # an easy start: the probe scores differently from the whole text
+    lm = NGramLM(2, 3).fit(train_ids)
+    hist = History(eval_step=[10, 20], eval=[{"val_nll": 1.2}, {"val_nll": 1.1}])
+    ax = plot_training({"net": hist}, lm, val_ids[:50])
+    curve, dashed = ax.get_lines()
+    assert list(curve.get_ydata()) == [1.2, 1.1]
+    assert dashed.get_ydata()[0] == pytest.approx(lm.sequence_nll(val_ids[:50]))
+    assert dashed.get_ydata()[0] != pytest.approx(lm.sequence_nll(val_ids))

@@ -377,6 +377,26 @@ def plot_orders(rows, best_info=None, ax=None):
     return ax
 
 
+def plot_training(histories: dict, ngram: NGramLM, probe: torch.Tensor, ax=None):
+    """The trained models' validation curves and, dashed, the n-gram on the same characters.
+
+    ``histories`` maps a name to the :class:`~arnb.train.History` of :func:`train_net`, whose
+    curve scores ``probe`` (the first ``eval_chars`` validation ids, 1-D); the n-gram is scored
+    on ``probe`` too, since the start of the text is easier than the whole of it.
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for name, hist in histories.items():
+        ax.plot(hist.eval_step, [e["val_nll"] for e in hist.eval], "o-", label=name)
+    label = f"{ngram.order}-gram Kneser-Ney (tuned)"
+    ax.axhline(ngram.sequence_nll(probe), color="k", ls="--", label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"nats/char, first {len(probe):,} val chars")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: covers no curve
+    ax.grid(alpha=0.3)
+    return ax
+
+
 def samples_of(
     models: dict, tok: CharTokenizer, prompt: str, length: int, seed: int = 0
 ) -> dict[str, str]:
@@ -440,13 +460,7 @@ def ch02_markov_to_rnn(setup: Setup, out: Path) -> dict:
         )
         models[s.name], infos = model, infos + [info]
     with new_figure(out, "training", figsize=(7, 4)) as (_, ax):
-        for name, hist in histories.items():
-            ax.plot(hist.eval_step, [e["val_nll"] for e in hist.eval], "o-", label=name)
-        ax.axhline(best["val_nll"], color="k", ls="--", label=f"{best['order']}-gram Kneser-Ney")
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"nats/char (first {sizes.eval_chars:,} val chars)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: covers no curve
-        ax.grid(alpha=0.3)
+        plot_training(histories, best_lm, val_ids[: sizes.eval_chars], ax=ax)
 
     table = table_rows(rows, best, infos, sizes.table_add_k_order)
     (out / "table.md").write_text(markdown_table(table) + "\n")
