@@ -24,7 +24,8 @@ def image_grid(
     """Draw ``images (N, C, H, W)`` (C = 1 or 3; ints or floats) as one grid; return the axes.
 
     ``nrow`` is the number of images per row (default: a square grid, ``ceil(sqrt(N))``,
-    which fills a square panel). Pixel values are scaled by ``vmax`` (default: 1 for binary images, 255 for 8-bit ones).
+    which fills a square panel). Pixel values are scaled by ``vmax`` (default: 1 for binary
+    images, 255 for 8-bit ones).
     """
     images = torch.as_tensor(images).detach().cpu().float()
     if images.dim() == 3:

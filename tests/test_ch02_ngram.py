@@ -313,7 +313,8 @@ def test_training_figure_scores_the_ngram_on_the_curves_characters():
     from arnb.train import History
 
     g = torch.Generator().manual_seed(0)
-    train_ids, val_ids = torch.randint(0, 3, (400,), generator=g), torch.randint(0, 3, (300,))
+    train_ids, val_ids = torch.randint(0, 3, (700,), generator=g).split([400, 300])
+    val_ids = val_ids.clone()
     val_ids[:50] = 0  # an easy start: the probe scores differently from the whole text
     lm = NGramLM(2, 3).fit(train_ids)
     hist = History(eval_step=[10, 20], eval=[{"val_nll": 1.2}, {"val_nll": 1.1}])
