@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import arnb.models.gpt as gpt_module
-from arnb.chapters.ch06_gpt import SIZES, build_model, kv_cache_benchmark
+from arnb.chapters.ch06_gpt import SIZES, build_model, kv_cache_benchmark, kv_cache_by_size
 from arnb.models.gpt import GPT, GPTConfig
 from arnb.sampling import check_sampling, filter_logits
 from arnb.testing import (
@@ -349,6 +349,21 @@ def test_kv_cache_benchmark_reports_identical_tokens():
     assert result["same_tokens"] and result["new_tokens"] == 20
 
 
+def test_kv_cache_by_size_times_the_trained_model_where_it_has_the_shape():
+    run = dataclasses.replace(
+        SIZES["smoke"], kv_new_tokens=10, kv_block_size=16, kv_sizes=((2, 2, 16), (1, 2, 8))
+    )
+    trained = tiny_gpt(vocab=9, block=16)  # 2 layers, 2 heads, 16 wide
+    rows = kv_cache_by_size(run, trained, torch.tensor([1]))
+    assert [(r["n_layer"], r["n_head"], r["n_embd"], r["trained"]) for r in rows] == [
+        (2, 2, 16, True),
+        (1, 2, 8, False),
+    ]
+    assert rows[0]["parameters"] == trained.num_parameters()
+    assert rows[1]["parameters"] < trained.num_parameters()
+    assert all(r["same_tokens"] and r["context"] == 16 for r in rows)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -469,7 +484,10 @@ def test_recipe_runs_under_smoke(tmp_path):
     import json
 
     m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
-    assert m["kv_cache"]["same_tokens"] and m["steps_done"] == 20
+    assert m["steps_done"] == 20
+    kv = m["kv_cache"]
+    assert [(r["n_layer"], r["n_embd"]) for r in kv] == [(2, 32), (2, 64)]
+    assert all(r["same_tokens"] for r in kv)
     # 20 steps learn roughly the character frequencies (about 3.4 nats): clearly below the
     # uniform model's ln 65 = 4.17, which an untrained or broken model would not beat
     assert 2.0 < m["val_nats_per_char"] < math.log(65) - 0.5

@@ -41,7 +41,10 @@ class Ch06Run:
     eval_tokens: int | None  # tokens of the validation split scored at interim evaluations
     sample_tokens: int = 500  # characters of generated text shown
     kv_new_tokens: int = 500  # tokens generated in the cached-vs-naive timing
-    kv_block_size: int = 256  # context of the model used for that timing
+    kv_block_size: int = 256  # context of the models used for that timing
+    # (layers, heads, width) of the models timed: the cache saves arithmetic, which grows with
+    # the width, while the fixed cost of each of a step's small operations does not
+    kv_sizes: tuple[tuple[int, int, int], ...] = ((4, 4, 128), (4, 4, 256), (6, 6, 384))
     bpe_vocab_size: int = 1024  # the BPE tokenizer trained in the notebook: 256 bytes + merges
     bpe_train_chars: int | None = None  # characters of the training split it learns from
     ngram_orders: tuple[int, ...] = (3, 5, 6, 7)  # Kneser-Ney baselines
@@ -106,6 +109,7 @@ SIZES: dict[str, Ch06Run] = {
         sample_tokens=60,
         kv_new_tokens=40,
         kv_block_size=32,
+        kv_sizes=((2, 2, 32), (2, 2, 64)),
         bpe_vocab_size=300,
         bpe_train_chars=100_000,
         ngram_orders=(3, 6),
@@ -353,14 +357,30 @@ def kv_cache_benchmark(
     }
 
 
-def kv_model(run: Ch06Run, trained: GPT) -> GPT:
-    """The model timed in the cache benchmark: the trained one if its context is ``kv_block_size``,
-    else an untrained model of the same width with that context (timing does not need training)."""
-    if trained.block_size == run.kv_block_size:
-        return trained
-    torch.manual_seed(0)
-    config = dataclasses.replace(trained.config, block_size=run.kv_block_size)
-    return GPT(config).to(trained.device).eval()
+def kv_cache_by_size(
+    run: Ch06Run, trained: GPT, prompt: torch.Tensor, progress: bool = False
+) -> list[dict]:
+    """:func:`kv_cache_benchmark` on a GPT of each of ``run.kv_sizes`` at context
+    ``run.kv_block_size``: the trained model where it has that shape, else an untrained one
+    (timing needs no training). One dict per size: its shape, parameters and the timings."""
+    results = []
+    for n_layer, n_head, n_embd in run.kv_sizes:
+        shape = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
+        config = dataclasses.replace(trained.config, block_size=run.kv_block_size, **shape)
+        is_trained = all(
+            getattr(trained.config, k) == getattr(config, k)
+            for k in ("block_size", "n_layer", "n_head", "n_embd")
+        )
+        if is_trained:
+            model = trained
+        else:
+            torch.manual_seed(0)
+            model = GPT(config).to(trained.device).eval()
+        timing = kv_cache_benchmark(model, prompt, run.kv_new_tokens, progress=progress)
+        results.append(
+            {**shape, "parameters": model.num_parameters(), "trained": is_trained, **timing}
+        )
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -395,7 +415,7 @@ def gpt_shakespeare_char(env: Setup, out: Path) -> dict:
     (out / "sample.txt").write_text(text + "\n")
     print(text)
 
-    kv = kv_cache_benchmark(kv_model(run, model), tok.encode("\n"), run.kv_new_tokens)
+    kv = kv_cache_by_size(run, model, tok.encode("\n"))
     summary.pop("sizes")
     return {**summary, "kv_cache": kv, "sample_start": text[:200]}
 
