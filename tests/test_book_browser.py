@@ -58,6 +58,11 @@ def report(tmp_path_factory):
         "other.html": page('<h2 id="there">There</h2><p>Nothing wrong here.</p>'),
         "tex.html": page(r"<p>Raw maths: $$p(x) = \prod_i p(x_i)$$</p><p>x</p>"),
         "inline.html": page(r"<p>MathJax never ran on \(x_{&lt;i}\) here.</p>"),
+        # a glue role wrapped in backticks: MyST prints the role as inline code
+        "role.html": page(
+            "<p>profile <code class='docutils literal'><span class='pre'>{glue:text}</span>"
+            "</code>ch05_profile``</p><pre>glue roles shown on purpose: {glue:text}`key`</pre>"
+        ),
         "merror.html": page("<p><mjx-container><mjx-merror>Undefined</mjx-merror>"),
         "image.html": page('<img src="_images/missing.png" alt="gone">'),
         "table.html": page("<p>| model | nats |<br>|---|---|<br>| a | 1.0 |</p>"),
@@ -96,9 +101,9 @@ def found(report, name):
 
 
 def test_a_clean_page_has_no_findings_and_every_page_a_screenshot(report):
-    assert report.pages == 15
+    assert report.pages == 16
     assert found(report, "clean.html") == [] and found(report, "other.html") == []
-    assert len(list(report.shots.glob("*.png"))) == 15
+    assert len(list(report.shots.glob("*.png"))) == 16
 
 
 @pytest.mark.parametrize(
@@ -106,6 +111,7 @@ def test_a_clean_page_has_no_findings_and_every_page_a_screenshot(report):
     [
         ("tex.html", "raw TeX"),
         ("inline.html", "raw TeX"),
+        ("role.html", "MyST roles left as text (1)"),
         ("merror.html", "MathJax errors"),
         ("image.html", "images not loaded"),
         ("table.html", "Markdown tables left as text"),

@@ -8,6 +8,8 @@ own browser download is not used: Playwright drives ``/usr/bin/chromium``). Per 
 
 - raw TeX left in the text outside code (``$$``, ``\\(``, ``\\begin{``, ``\\frac`` ...): MathJax
   did not run;
+- MyST roles left as text (``{glue:text}``, ``{cite}``, ``{ref}`` ...), in prose or inline code:
+  a role wrapped in backticks, or misspelt, is printed instead of what it stands for;
 - MathJax error nodes;
 - images that did not load, and local files (scripts, styles, fonts) that are missing;
 - Markdown tables left as text (a paragraph of ``| ... |`` lines with a ``|---`` rule);
@@ -67,12 +69,17 @@ async () => {
   const skip = 'pre, code, kbd, samp, mjx-container, script, style, textarea, .highlight';
   const tex = /\$\$|\\\(|\\\[|\\begin\{|\\end\{|\\frac|\\mathbb|\\mathrm|\\sum_|\\prod_|\\left[(\[|]/;
   const dollar = /\$[^$\s][^$]*[\\_^][^$]*\$/;
-  const raw = [];
+  const role = /\{(glue|cite|ref|numref|doc|eq|term|download|math)(:[a-z]+)?\}/;
+  const raw = [], roles = [];
   const walker = document.createTreeWalker(main, NodeFilter.SHOW_TEXT);
   while (walker.nextNode()) {
     const node = walker.currentNode;
-    if (!node.parentElement || node.parentElement.closest(skip)) continue;
+    if (!node.parentElement) continue;
     const t = node.textContent;
+    // code cells (pre) may show the syntax on purpose; inline code and prose never do
+    if (role.test(t) && !node.parentElement.closest('pre, script, style, textarea'))
+      roles.push(t.trim().slice(0, 70));
+    if (node.parentElement.closest(skip)) continue;
     if (tex.test(t) || dollar.test(t)) raw.push(t.trim().slice(0, 70));
   }
   const images = [...document.images]
@@ -119,6 +126,7 @@ async () => {
   }).length;
   return {
     raw,
+    roles,
     mathErrors: document.querySelectorAll('mjx-merror, .MathJax_Error').length,
     images,
     pipeTables,
@@ -255,6 +263,8 @@ def _check_page(context, page_path, root, cache, screenshots, width):
     found, noted = [], []
     if result["raw"]:
         found.append(f"raw TeX ({len(result['raw'])}): {result['raw'][:2]}")
+    if result["roles"]:
+        found.append(f"MyST roles left as text ({len(result['roles'])}): {result['roles'][:2]}")
     if result["mathErrors"]:
         found.append(f"{result['mathErrors']} MathJax errors")
     if result["images"]:
