@@ -345,7 +345,7 @@ def test_window_restart_conditions_on_bos_and_the_last_half():
 
 def test_kv_cache_benchmark_reports_identical_tokens():
     model = tiny_gpt(vocab=9, block=16)
-    result = kv_cache_benchmark(model, torch.tensor([1, 2, 3]), 20)
+    result = kv_cache_benchmark(model, torch.tensor([1, 2, 3]), 20, repeats=2)
     assert result["same_tokens"] and result["new_tokens"] == 20
 
 
