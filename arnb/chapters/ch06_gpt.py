@@ -26,6 +26,7 @@ from ..models.gpt import GPT, GPTConfig
 from ..plotting import plot_history
 from ..tokenizers import BPETokenizer, CharTokenizer
 from ..train import History, Schedule, Stopwatch, cpu_threads, train
+from ..train import progress as progress_bar  # the parameters named progress are flags
 from . import new_figure, recipe
 
 CHARS = 65  # distinct characters of Tiny Shakespeare: the vocabulary of the character GPT
@@ -363,9 +364,10 @@ def kv_cache_by_size(
     """:func:`kv_cache_benchmark` on a GPT of each of ``run.kv_sizes`` at context
     ``run.kv_block_size``: the trained model where it has that shape, else an untrained one
     (timing needs no training), each path the faster of two runs. One dict per size: its shape,
-    parameters and the timings."""
+    parameters and the timings. ``progress`` shows one bar over the sizes."""
     results = []
-    for n_layer, n_head, n_embd in run.kv_sizes:
+    sizes = progress_bar(run.kv_sizes, desc="KV-cache timing", unit="model", disable=not progress)
+    for n_layer, n_head, n_embd in sizes:
         shape = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
         config = dataclasses.replace(trained.config, block_size=run.kv_block_size, **shape)
         is_trained = all(
@@ -377,7 +379,7 @@ def kv_cache_by_size(
         else:
             torch.manual_seed(0)
             model = GPT(config).to(trained.device).eval()
-        timing = kv_cache_benchmark(model, prompt, run.kv_new_tokens, repeats=2, progress=progress)
+        timing = kv_cache_benchmark(model, prompt, run.kv_new_tokens, repeats=2)
         results.append(
             {**shape, "parameters": model.num_parameters(), "trained": is_trained, **timing}
         )
