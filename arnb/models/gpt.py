@@ -151,6 +151,9 @@ class CausalSelfAttention(nn.Module):
         elif offset == 0:
             # the whole sequence at once: the fused kernel builds the causal mask itself
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:
+            # one new position after the cached ones may read all of them: no mask to apply
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
