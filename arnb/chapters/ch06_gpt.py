@@ -324,9 +324,7 @@ def train_gpt2_token_gpt(
 # generation and the KV cache
 
 
-def kv_cache_benchmark(
-    model: GPT, prompt: torch.Tensor, new_tokens: int, repeats: int = 1, progress: bool = False
-) -> dict:
+def kv_cache_benchmark(model: GPT, prompt: torch.Tensor, new_tokens: int, repeats: int = 1) -> dict:
     """Greedy generation of ``new_tokens`` with and without the cache, timed side by side.
 
     Each path runs ``repeats`` times, the two taking turns, and keeps its fastest time: a busy
@@ -340,12 +338,7 @@ def kv_cache_benchmark(
         for use_cache in (False, True):
             with Stopwatch(model.device) as watch:
                 outs[use_cache] = model.sample(
-                    1,
-                    prompt=prompt,
-                    length=length,
-                    greedy=True,
-                    use_cache=use_cache,
-                    progress=progress,
+                    1, prompt=prompt, length=length, greedy=True, use_cache=use_cache
                 )
             times[use_cache] = min(times[use_cache], watch.seconds)
     return {
@@ -370,10 +363,7 @@ def kv_cache_by_size(
     for n_layer, n_head, n_embd in sizes:
         shape = {"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}
         config = dataclasses.replace(trained.config, block_size=run.kv_block_size, **shape)
-        is_trained = all(
-            getattr(trained.config, k) == getattr(config, k)
-            for k in ("block_size", "n_layer", "n_head", "n_embd")
-        )
+        is_trained = config == trained.config  # only the context and shape were replaced
         if is_trained:
             model = trained
         else:
