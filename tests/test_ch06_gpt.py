@@ -354,7 +354,11 @@ def test_kv_cache_by_size_times_the_trained_model_where_it_has_the_shape():
         SIZES["smoke"], kv_new_tokens=10, kv_block_size=16, kv_sizes=((2, 2, 16), (1, 2, 8))
     )
     trained = tiny_gpt(vocab=9, block=16)  # 2 layers, 2 heads, 16 wide
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
     rows = kv_cache_by_size(run, trained, torch.tensor([1]))
+    assert torch.equal(torch.rand(3), expected)  # the untrained models' seed stays inside
     assert [(r["n_layer"], r["n_head"], r["n_embd"], r["trained"]) for r in rows] == [
         (2, 2, 16, True),
         (1, 2, 8, False),

@@ -367,8 +367,9 @@ def kv_cache_by_size(
         if is_trained:
             model = trained
         else:
-            torch.manual_seed(0)
-            model = GPT(config).to(trained.device).eval()
+            with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+                torch.manual_seed(0)
+                model = GPT(config).to(trained.device).eval()
         timing = kv_cache_benchmark(model, prompt, run.kv_new_tokens, repeats=2)
         results.append(
             {**shape, "parameters": model.num_parameters(), "trained": is_trained, **timing}
