@@ -12,7 +12,7 @@ from .files import (
 )
 from .handwriting import load_handwriting
 from .mnist import binarize, load_binary_mnist, load_mnist
-from .strokes import load_sketch_strokes
+from .strokes import load_sketch_strokes, simplify_strokes
 from .text import (
     StreamBatches,
     gpt2_bpe_files,
@@ -39,6 +39,7 @@ __all__ = [
     "load_shakespeare",
     "load_shakespeare_split",
     "load_sketch_strokes",
+    "simplify_strokes",
     "random_windows",
     "split_text",
 ]

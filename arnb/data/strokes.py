@@ -30,6 +30,62 @@ SKETCH_FILES = {
 SPLITS = ("train", "valid", "test")
 
 
+def _rdp_keep(points: np.ndarray, epsilon: float) -> np.ndarray:
+    """Ramer-Douglas-Peucker on one polyline ``(n, 2)``: a bool mask of the points to keep.
+
+    The ends are kept; between two kept points, the point farthest from the chord between them
+    is kept too if it lies more than ``epsilon`` from it, and the two halves are split again.
+    Iterative (a stack of index ranges), so a long stroke cannot exhaust Python's recursion.
+    """
+    keep = np.zeros(len(points), dtype=bool)
+    keep[[0, -1]] = True
+    stack = [(0, len(points) - 1)]
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        inner = points[a + 1 : b] - points[a]
+        chord = points[b] - points[a]
+        length = float(np.hypot(*chord))
+        if length == 0.0:  # a closed loop: distance to the point itself
+            dist = np.hypot(inner[:, 0], inner[:, 1])
+        else:  # distance to the line through the chord (|cross product| / length)
+            dist = np.abs(chord[0] * inner[:, 1] - chord[1] * inner[:, 0]) / length
+        i = int(np.argmax(dist))
+        if dist[i] > epsilon:
+            keep[a + 1 + i] = True
+            stack += [(a, a + 1 + i), (a + 1 + i, b)]
+    return keep
+
+
+def simplify_strokes(seq: np.ndarray, epsilon: float) -> np.ndarray:
+    """A stroke-3 drawing ``(L, 3)`` with each stroke simplified by Ramer-Douglas-Peucker.
+
+    Within each stroke (the points up to a pen lift), points are dropped while the simplified
+    line stays within ``epsilon`` (in the drawing's units) of every dropped one. Each stroke's
+    first and last points, and so every pen lift and every jump between strokes, are kept, and
+    the moves still sum to the same end point. Returns ``(L', 3)`` float32, ``L' <= L``;
+    ``epsilon = 0`` drops only points on a straight line between their neighbours.
+    """
+    seq = np.asarray(seq, dtype=np.float64)
+    if seq.ndim != 2 or seq.shape[1] != 3 or len(seq) == 0:
+        raise ValueError(f"a drawing must have shape (L, 3) with L >= 1, got {seq.shape}")
+    if not (np.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"epsilon must be finite and >= 0, got {epsilon}")
+    points = np.cumsum(seq[:, :2], axis=0)  # positions
+    ends = np.flatnonzero(seq[:, 2] == 1)
+    if len(ends) == 0 or ends[-1] != len(seq) - 1:
+        ends = np.append(ends, len(seq) - 1)  # an unfinished last stroke ends with the drawing
+    keep = np.zeros(len(seq), dtype=bool)
+    start = 0
+    for end in ends:
+        keep[start : end + 1] = _rdp_keep(points[start : end + 1], epsilon)
+        start = end + 1
+    kept = points[keep]
+    moves = np.diff(kept, axis=0, prepend=np.zeros((1, 2)))
+    return np.column_stack([moves, seq[keep, 2]]).astype(np.float32)
+
+
 def load_sketch_strokes(name: str = "omniglot", split: str = "train") -> list[np.ndarray]:
     """Sequences from a sketch-rnn data set: a list of ``(L_i, 3)`` float32 arrays."""
     if name not in SKETCH_FILES:
