@@ -16,19 +16,20 @@ def positions(seq):
     return np.cumsum(np.asarray(seq, dtype=np.float64)[:, :2], axis=0)
 
 
+def segment_distance(p, a, b):
+    p, a, b = (np.asarray(v, dtype=np.float64) for v in (p, a, b))
+    d = b - a
+    if not d.any():
+        return float(np.linalg.norm(p - a))
+    t = min(1.0, max(0.0, float((p - a) @ d / (d @ d))))
+    return float(np.linalg.norm(p - (a + t * d)))
+
+
 def reference_rdp(points, epsilon):
     """The textbook recursion on a list of points: the kept points, in order."""
     if len(points) < 3:
         return list(points)
-    a, b = np.asarray(points[0]), np.asarray(points[-1])
-    dists = []
-    for p in points[1:-1]:
-        p = np.asarray(p)
-        if np.allclose(a, b):
-            dists.append(np.linalg.norm(p - a))
-        else:
-            d = b - a
-            dists.append(abs(d[0] * (p - a)[1] - d[1] * (p - a)[0]) / np.linalg.norm(d))
+    dists = [segment_distance(p, points[0], points[-1]) for p in points[1:-1]]
     i = int(np.argmax(dists)) + 1
     if dists[i - 1] > epsilon:
         return reference_rdp(points[: i + 1], epsilon)[:-1] + reference_rdp(points[i:], epsilon)
@@ -38,7 +39,7 @@ def reference_rdp(points, epsilon):
 def random_drawing(rng, strokes=3, points=12):
     rows = []
     for _ in range(strokes):
-        moves = rng.integers(-3, 4, size=(points, 2)) * 6.0
+        moves = rng.normal(0.0, 10.0, size=(points, 2))  # continuous: no ties in distance
         pen = np.zeros(points)
         pen[-1] = 1
         rows.append(np.column_stack([moves, pen]))
@@ -84,7 +85,7 @@ def test_keeps_pen_lifts_jumps_and_the_end_point():
     np.testing.assert_allclose(positions(out)[starts_out], positions(seq)[starts_in], atol=1e-4)
 
 
-def test_every_dropped_point_lies_within_epsilon_of_the_line_that_replaced_it():
+def test_every_dropped_point_lies_within_epsilon_of_the_segment_that_replaced_it():
     rng = np.random.default_rng(2)
     seq, eps = random_drawing(rng, strokes=1, points=60), 10.0
     pos, kept = positions(seq), positions(simplify_strokes(seq, eps))
@@ -95,14 +96,15 @@ def test_every_dropped_point_lies_within_epsilon_of_the_line_that_replaced_it():
         idx.append(idx[-1] + 1 + int(np.flatnonzero(later)[0]))
     assert idx == sorted(idx) and idx[0] == 0 and idx[-1] == len(pos) - 1
     for a, b in zip(idx[:-1], idx[1:]):
-        chord = pos[b] - pos[a]
         for p in pos[a + 1 : b]:
-            if np.linalg.norm(chord) == 0:
-                d = np.linalg.norm(p - pos[a])
-            else:
-                v = p - pos[a]
-                d = abs(chord[0] * v[1] - chord[1] * v[0]) / np.linalg.norm(chord)
-            assert d <= eps + 1e-6
+            assert segment_distance(p, pos[a], pos[b]) <= eps + 1e-6
+
+
+def test_a_stroke_that_runs_out_and_back_keeps_its_turning_point():
+    # out 60 units along a line and back to 10: every point lies on one line, but the turning
+    # point is 50 units from the segment between the stroke's ends
+    seq = np.array([[0, 0, 0]] + [[6, 0, 0]] * 10 + [[-6, 0, 0]] * 8 + [[-6, 0, 1]], np.float32)
+    assert positions(simplify_strokes(seq, 6.0)).tolist() == [[0, 0], [60, 0], [6, 0]]
 
 
 def test_a_closed_loop_and_a_single_point():

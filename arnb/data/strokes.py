@@ -33,9 +33,11 @@ SPLITS = ("train", "valid", "test")
 def _rdp_keep(points: np.ndarray, epsilon: float) -> np.ndarray:
     """Ramer-Douglas-Peucker on one polyline ``(n, 2)``: a bool mask of the points to keep.
 
-    The ends are kept; between two kept points, the point farthest from the chord between them
-    is kept too if it lies more than ``epsilon`` from it, and the two halves are split again.
-    Iterative (a stack of index ranges), so a long stroke cannot exhaust Python's recursion.
+    The ends are kept; between two kept points, the point farthest from the segment joining
+    them is kept too if it lies more than ``epsilon`` from it, and the two halves are split
+    again. The distance is to the segment, not to the infinite line through it: a stroke that
+    runs out and back along one line keeps its turning point. Iterative (a stack of index
+    ranges), so a long stroke cannot exhaust Python's recursion.
     """
     keep = np.zeros(len(points), dtype=bool)
     keep[[0, -1]] = True
@@ -46,11 +48,11 @@ def _rdp_keep(points: np.ndarray, epsilon: float) -> np.ndarray:
             continue
         inner = points[a + 1 : b] - points[a]
         chord = points[b] - points[a]
-        length = float(np.hypot(*chord))
-        if length == 0.0:  # a closed loop: distance to the point itself
-            dist = np.hypot(inner[:, 0], inner[:, 1])
-        else:  # distance to the line through the chord (|cross product| / length)
-            dist = np.abs(chord[0] * inner[:, 1] - chord[1] * inner[:, 0]) / length
+        length2 = float(chord @ chord)
+        # the nearest point of the segment: the projection, clamped to the segment's ends
+        t = np.clip(inner @ chord / length2, 0.0, 1.0) if length2 > 0 else np.zeros(len(inner))
+        off = inner - t[:, None] * chord
+        dist = np.hypot(off[:, 0], off[:, 1])
         i = int(np.argmax(dist))
         if dist[i] > epsilon:
             keep[a + 1 + i] = True
@@ -61,8 +63,8 @@ def _rdp_keep(points: np.ndarray, epsilon: float) -> np.ndarray:
 def simplify_strokes(seq: np.ndarray, epsilon: float) -> np.ndarray:
     """A stroke-3 drawing ``(L, 3)`` with each stroke simplified by Ramer-Douglas-Peucker.
 
-    Within each stroke (the points up to a pen lift), points are dropped while the simplified
-    line stays within ``epsilon`` (in the drawing's units) of every dropped one. Each stroke's
+    Within each stroke (the points up to a pen lift), points are dropped while every dropped
+    point stays within ``epsilon`` (in the drawing's units) of the segment that replaces it. Each stroke's
     first and last points, and so every pen lift and every jump between strokes, are kept, and
     the moves still sum to the same end point. Returns ``(L', 3)`` float32, ``L' <= L``;
     ``epsilon = 0`` drops only points on a straight line between their neighbours.
