@@ -64,10 +64,11 @@ def simplify_strokes(seq: np.ndarray, epsilon: float) -> np.ndarray:
     """A stroke-3 drawing ``(L, 3)`` with each stroke simplified by Ramer-Douglas-Peucker.
 
     Within each stroke (the points up to a pen lift), points are dropped while every dropped
-    point stays within ``epsilon`` (in the drawing's units) of the segment that replaces it. Each stroke's
-    first and last points, and so every pen lift and every jump between strokes, are kept, and
-    the moves still sum to the same end point. Returns ``(L', 3)`` float32, ``L' <= L``;
-    ``epsilon = 0`` drops only points on a straight line between their neighbours.
+    point stays within ``epsilon`` (in the drawing's units) of the segment that replaces it.
+    Each stroke's first and last points, and so every pen lift and every jump between strokes,
+    are kept, and the moves still sum to the same end point. Returns ``(L', 3)`` float32,
+    ``L' <= L``; ``epsilon = 0`` drops only points that lie on the segment between their kept
+    neighbours.
     """
     seq = np.asarray(seq, dtype=np.float64)
     if seq.ndim != 2 or seq.shape[1] != 3 or len(seq) == 0:
