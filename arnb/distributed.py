@@ -37,7 +37,8 @@ class LaunchError(RuntimeError):
 
 @dataclass(frozen=True)
 class Rank:
-    """Where this process stands in the job: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+    """Where this process stands in the job: ``rank`` of ``world_size``, ``local_rank`` on its
+    node."""
 
     rank: int
     world_size: int

@@ -64,7 +64,8 @@ def normal_log_prob(y: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) ->
 def mixture_log_prob(
     logits: torch.Tensor, means: torch.Tensor, scales: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
-    """``log sum_k softmax(logits)_k N(y | means_k, scales_k)`` for params ``(..., K)``, ``y (...)``.
+    """``log sum_k softmax(logits)_k N(y | means_k, scales_k)`` for params ``(..., K)``,
+    ``y (...)``.
 
     Computed as ``logsumexp_k(log_softmax(logits)_k + log N_k)``: the log of each term is formed
     first, and logsumexp subtracts the largest before exponentiating, so a point far in the tail
@@ -180,7 +181,8 @@ class GaussianMixture:
         return 0.5 * (lo + hi)
 
     def sharpen(self, temperature: float) -> GaussianMixture:
-        """A "temperature" for mixtures (not Boltzmann's): weights ``∝ alpha^(1/T)``, scales ``* sqrt(T)``.
+        """A "temperature" for mixtures (not Boltzmann's): weights ``∝ alpha^(1/T)``, scales
+        ``* sqrt(T)``.
 
         ``T < 1`` favours the heaviest component and narrows every component; ``T = 1`` is the
         model itself. This is the knob that sketch-rnn calls temperature.
@@ -193,7 +195,8 @@ class GaussianMixture:
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per mixture, shape ``batch_shape``: a component by inverse CDF, then its Gaussian.
+        """One draw per mixture, shape ``batch_shape``: a component by inverse CDF, then its
+        Gaussian.
 
         Random numbers come from ``generator`` on the CPU, so results do not depend on the device.
         """
@@ -229,7 +232,7 @@ class MixtureDensityHead(nn.Module):
         return GaussianMixture(logits, means, F.softplus(raw) + self.min_scale)
 
 
-# ----------------------------------------------------------------------------- categorical over bins
+# ---------------------------------------------------------------------------- categorical over bins
 
 
 class BinnedDensity:
@@ -265,7 +268,8 @@ class BinnedDensity:
         return (self.probs * self.centers).sum(-1)
 
     def bin_index(self, y: torch.Tensor) -> torch.Tensor:
-        """Bin of each ``y``; ``high`` itself belongs to the last bin. Outside the range: an error."""
+        """Bin of each ``y``; ``high`` itself belongs to the last bin. Outside the range: an
+        error."""
         check_real(y, "y")
         if bool(((y < self.low) | (y > self.high)).any()):
             raise ValueError(
@@ -299,7 +303,8 @@ class BinnedDensity:
 
 
 class BinnedDensityHead(nn.Module):
-    """Features ``h (..., in_features)`` -> :class:`BinnedDensity` over ``num_bins`` bins of ``[low, high]``."""
+    """Features ``h (..., in_features)`` -> :class:`BinnedDensity` over ``num_bins`` bins of
+    ``[low, high]``."""
 
     def __init__(self, in_features: int, num_bins: int, low: float, high: float):
         super().__init__()
@@ -333,7 +338,8 @@ def _check_quantile_args(pred: torch.Tensor, target: torch.Tensor, tau: torch.Te
 
 
 def pinball_loss(pred: torch.Tensor, target: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """Quantile (pinball) loss ``rho_tau(u) = u * (tau - [u < 0])`` with ``u = target - pred``, elementwise.
+    """Quantile (pinball) loss ``rho_tau(u) = u * (tau - [u < 0])`` with ``u = target - pred``,
+    elementwise.
 
     Its expectation over ``target ~ Y`` is minimised by the tau-quantile of ``Y`` (Koenker): an
     under-prediction costs ``tau`` per unit, an over-prediction ``1 - tau``.
@@ -349,7 +355,8 @@ def quantile_huber_loss(
     """IQN's quantile Huber loss, elementwise: ``|tau - [u < 0]| * Huber_kappa(u) / kappa``.
 
     Quadratic within ``kappa`` of the target, so its gradient is smooth near the optimum; as
-    ``kappa -> 0`` it tends to the pinball loss. Its minimiser is close to (not exactly) the quantile.
+    ``kappa -> 0`` it tends to the pinball loss. Its minimiser is close to (not exactly) the
+    quantile.
     """
     if not kappa > 0:
         raise ValueError(f"kappa must be > 0, got {kappa}")
@@ -390,7 +397,8 @@ class ImplicitQuantileHead(nn.Module):
 
     @torch.no_grad()
     def sample(self, h: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per row of ``h``: the quantile function at ``tau ~ U(0, 1)`` (inverse-CDF sampling)."""
+        """One draw per row of ``h``: the quantile function at ``tau ~ U(0, 1)`` (inverse-CDF
+        sampling)."""
         tau = torch.rand(h.shape[0], 1, generator=generator).to(h.device, h.dtype)
         return self(h, tau).squeeze(-1)
 

@@ -7,7 +7,8 @@ a part of x that does not come first in its order needs a sum over the other par
 
 Here ``o`` is a set of observed dimensions and ``m`` the missing rest. The functions below do
 those sums exactly, by listing all ``2^|m|`` completions, and say how many model evaluations
-that took. They are the ground truth for the chapter's tests and for imputation in chapter 7 (:mod:`arnb.chapters.ch07_any_order`).
+that took. They are the ground truth for the chapter's tests and for imputation in chapter 7
+(:mod:`arnb.chapters.ch07_any_order`).
 """
 
 from __future__ import annotations

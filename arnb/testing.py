@@ -49,7 +49,8 @@ def assert_normalized(
 
 
 def dependency_matrix(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Which inputs each output depends on, by gradients: ``dep[i, j]`` is True iff d out_i / d x_j != 0.
+    """Which inputs each output depends on, by gradients: ``dep[i, j]`` is True iff
+    d out_i / d x_j != 0.
 
     ``x`` is one real-valued input of any shape (no batch dimension); it is flattened to ``D_in``.
     ``f`` takes a batch ``(1, *x.shape)`` and returns ``(1, D_out, ...)``: one slice per output
@@ -77,10 +78,12 @@ def dependency_matrix(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 def perturbation_dependency(
     f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, num_classes: int, atol: float = 0.0
 ) -> torch.Tensor:
-    """Like :func:`dependency_matrix` for token inputs: change each ``x_j`` and see which outputs move.
+    """Like :func:`dependency_matrix` for token inputs: change each ``x_j`` and see which outputs
+    move.
 
-    ``x (D,)`` long; ``f`` maps ``(B, D)`` long to ``(B, D_out, ...)``. Input j is set to every other
-    class in turn; ``dep[i, j]`` is True if output i changed by more than ``atol`` for any of them.
+    ``x (D,)`` long; ``f`` maps ``(B, D)`` long to ``(B, D_out, ...)``. Input j is set to every
+    other class in turn; ``dep[i, j]`` is True if output i changed by more than ``atol`` for any
+    of them.
     """
     x = x.flatten()
     base = f(x.unsqueeze(0)).float()

@@ -104,7 +104,8 @@ def progress(iterable: Iterable | None = None, desc: str = "", **kwargs) -> Prog
 
 @dataclass
 class History:
-    """Losses over training: ``train`` per logged step, ``eval`` per evaluation (dicts of metrics)."""
+    """Losses over training: ``train`` per logged step, ``eval`` per evaluation (dicts of
+    metrics)."""
 
     step: list[int] = field(default_factory=list)
     train: list[float] = field(default_factory=list)
@@ -584,7 +585,8 @@ def _model_id(model: nn.Module) -> str:
 def save_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **extra
 ) -> None:
-    """Write model (and optimiser) state plus ``extra`` plain data atomically: temp file, then rename."""
+    """Write model (and optimiser) state plus ``extra`` plain data atomically: temp file, then
+    rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {

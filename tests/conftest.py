@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests (the repository's ``conftest.py`` sets the profile and data)."""
+"""Fixtures shared by the unit tests (the repository's ``conftest.py`` sets the profile and
+data)."""
 
 import pytest
 

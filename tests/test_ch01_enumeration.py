@@ -1,4 +1,5 @@
-"""Exact enumeration helpers: conditionals by completion against brute force over all configurations."""
+"""Exact enumeration helpers: conditionals by completion against brute force over all
+configurations."""
 
 import math
 

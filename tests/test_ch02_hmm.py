@@ -1,4 +1,5 @@
-"""Chapter 2: the HMM's forward algorithm against brute force, normalisation, sampling, bad input."""
+"""Chapter 2: the HMM's forward algorithm against brute force, normalisation, sampling, bad
+input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Chapter 2: the n-gram models (add-k and interpolated Kneser-Ney) against hand and reference values."""
+"""Chapter 2: the n-gram models (add-k and interpolated Kneser-Ney) against hand and reference
+values."""
 
 from __future__ import annotations
 

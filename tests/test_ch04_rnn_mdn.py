@@ -312,7 +312,8 @@ def test_protocol_signature_length_dtype_and_empty_batch():
 
 @pytest.mark.parametrize("prompt_len", [0, 1, 4])
 def test_sampler_with_prompt_draws_from_the_teacher_forced_conditional(prompt_len):
-    """After a prompt, the next point is drawn from exactly the conditional that forward computes."""
+    """After a prompt, the next point is drawn from exactly the conditional that forward
+    computes."""
     model = small_model()
     x = random_points((1, 5), dtype=torch.float32)
     prompt = x[0, :prompt_len] if prompt_len else None

@@ -136,7 +136,8 @@ def test_merge_is_left_to_right_without_overlaps():
 
 
 def test_hand_worked_merges():
-    """Wikipedia's BPE example: aaabdaaabac -> aa=Z -> ab=Y (tie with Za, smaller ids win) -> ZY=X."""
+    """Wikipedia's BPE example: aaabdaaabac -> aa=Z -> ab=Y (tie with Za, smaller ids win) ->
+    ZY=X."""
     tok = BPETokenizer.train("aaabdaaabac", 256 + 3, split=None)
     assert tok.merges == [(b"a", b"a"), (b"a", b"b"), (b"aa", b"ab")]
     assert [tok.vocab[i] for i in (256, 257, 258)] == [b"aa", b"ab", b"aaab"]

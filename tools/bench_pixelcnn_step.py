@@ -125,7 +125,10 @@ def time_steps(
 
 
 def table(rows: list[dict]) -> str:
-    head = "| setting | batch | ms/step | us/image | step time vs first | images/s vs first | first step (s) |"
+    head = (
+        "| setting | batch | ms/step | us/image | step time vs first | images/s vs first | "
+        "first step (s) |"
+    )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
     base = next((r for r in rows if "ms_per_step" in r), None)
     for r in rows:

@@ -67,7 +67,8 @@ async () => {
     : new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
   const main = document.querySelector('main') || document.body;
   const skip = 'pre, code, kbd, samp, mjx-container, script, style, textarea, .highlight';
-  const tex = /\$\$|\\\(|\\\[|\\begin\{|\\end\{|\\frac|\\mathbb|\\mathrm|\\sum_|\\prod_|\\left[(\[|]/;
+  const tex =
+    /\$\$|\\\(|\\\[|\\begin\{|\\end\{|\\frac|\\mathbb|\\mathrm|\\sum_|\\prod_|\\left[(\[|]/;
   const dollar = /\$[^$\s][^$]*[\\_^][^$]*\$/;
   const role = /\{(glue|cite|ref|numref|doc|eq|term|download|math)(:[a-z]+)?\}/;
   const raw = [], roles = [];
@@ -97,7 +98,8 @@ async () => {
     let scrolls = false;
     for (let a = el.parentElement; a && a !== column; a = a.parentElement) {
       const style = getComputedStyle(a);
-      if (/(auto|scroll|hidden)/.test(style.overflowX) && a.getBoundingClientRect().right <= right) {
+      if (/(auto|scroll|hidden)/.test(style.overflowX) &&
+          a.getBoundingClientRect().right <= right) {
         scrolls = true;
         break;
       }
@@ -106,15 +108,19 @@ async () => {
   }
   // Widget views: the HTML manager renders each one whose model was saved into a
   // .widget-subarea just before its script, after the page's load event; wait for it.
-  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  const views = [...document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-view+json"]')];
   const saved = new Set();
-  for (const s of document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]')) {
-    try { Object.keys(JSON.parse(s.textContent).state || {}).forEach(k => saved.add(k)); } catch (e) {}
+  for (const s of document.querySelectorAll(
+    'script[type="application/vnd.jupyter.widget-state+json"]')) {
+    try { Object.keys(JSON.parse(s.textContent).state || {}).forEach(k => saved.add(k)); }
+    catch (e) {}
   }
   const expected = views.filter(v => { try { return saved.has(JSON.parse(v.textContent).model_id); }
                                        catch (e) { return false; } });
   const isRendered = v => { const p = v.previousElementSibling;
-    return !!(p && p.classList.contains('widget-subarea') && p.querySelector('.jupyter-widgets')); };
+    return !!(p && p.classList.contains('widget-subarea') &&
+      p.querySelector('.jupyter-widgets')); };
   for (let i = 0; i < 150 && expected.some(v => !isRendered(v)); i++) await sleep(100);
   const scroller = document.scrollingElement || document.documentElement;
   // Widget outputs: is there visible text after the widget in the same cell's outputs?

@@ -1,4 +1,5 @@
-"""The chapters' library: the functions each notebook calls, and the recipes that regenerate the book's headline figures without Jupyter.
+"""The chapters' library: the functions each notebook calls, and the recipes that regenerate the
+book's headline figures without Jupyter.
 
 A chapter registers a recipe in a module of this package::
 

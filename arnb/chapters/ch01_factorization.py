@@ -202,7 +202,10 @@ def compare_models(
 
 def format_rows(rows: list[dict]) -> str:
     """A markdown table of result rows."""
-    head = "| S x S | D | train images | model | free parameters | train NLL | test NLL | test bits/dim |"
+    head = (
+        "| S x S | D | train images | model | free parameters | train NLL | test NLL | "
+        "test bits/dim |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(

@@ -97,7 +97,8 @@ SIZES = {
         ],
     ),
     "cpu": Ch02Run(
-        train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
+        train_chars=None, val_chars=None,
+        prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
         tune_orders=(6, 7, 8), tune_scales=(1.0, 1.15, 1.3), eval_chars=5_000,
         nets=[
             NetRun("HMM, 16 states", HMMConfig(num_states=16),
@@ -119,20 +120,23 @@ SIZES = {
                    chunk=64),
         ],
     ),
-    # gpu: each net gets a time budget (the lead's GPU is shared); steps = min(cap, budget / step time).
-    # The LSTM is data-limited, not compute-limited (1M characters): the cap keeps it under 50 epochs,
-    # and a wide net with strong dropout generalises best on a text this small.
+    # gpu: each net gets a time budget (the lead's GPU is shared);
+    # steps = min(cap, budget / step time). The LSTM is data-limited, not compute-limited (1M
+    # characters): the cap keeps it under 50 epochs, and a wide net with strong dropout
+    # generalises best on a text this small.
     "gpu": Ch02Run(
-        train_chars=None, val_chars=None, prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
-        tune_orders=(6, 7, 8), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000, sample_chars=400,
+        train_chars=None, val_chars=None,
+        prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
+        tune_orders=(6, 7, 8), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000,
+        sample_chars=400,
         nets=[
             NetRun("HMM, 64 states", HMMConfig(num_states=64),
-                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=28, eval_every=57, seconds=15,
-                            time_limit=22.5),
+                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=28, eval_every=57,
+                            seconds=15, time_limit=22.5),
                    chunk=64),
             NetRun("HMM, 512 states", HMMConfig(num_states=512),
-                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=41, eval_every=83, seconds=25,
-                            time_limit=37.5),
+                   Schedule(steps=3000, lr=0.1, batch_size=128, warmup=41, eval_every=83,
+                            seconds=25, time_limit=37.5),
                    chunk=64),
             NetRun("RNN (tanh), 2x512", RNNConfig(cell="rnn", hidden=512, layers=2, dropout=0.1),
                    Schedule(steps=2500, lr=2e-3, batch_size=128, warmup=100, eval_every=500,
@@ -331,7 +335,8 @@ def markdown_table(rows) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['size']} | {r['val_nats']:.4f} | {r['val_bits']:.4f} | {r['seconds']:.1f} |"
+            f"| {r['model']} | {r['size']} | {r['val_nats']:.4f} | {r['val_bits']:.4f} | "
+            f"{r['seconds']:.1f} |"
         )
     return "\n".join(lines)
 

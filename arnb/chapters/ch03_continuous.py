@@ -221,7 +221,8 @@ def fit_quantile(
 
 @torch.no_grad()
 def quantile_score(quantile_fn, x: torch.Tensor, y: torch.Tensor, taus: torch.Tensor) -> float:
-    """Mean pinball loss of ``quantile_fn(x (B, 1), tau (B, T)) -> (B, T)`` over the levels ``taus``.
+    """Mean pinball loss of ``quantile_fn(x (B, 1), tau (B, T)) -> (B, T)`` over the levels
+    ``taus``.
 
     Averaged over many levels it approximates half the CRPS, a proper score for any model that
     gives quantiles, with or without a density.

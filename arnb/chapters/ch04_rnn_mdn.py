@@ -171,7 +171,8 @@ def _stroke_loss(model, batch) -> torch.Tensor:
 def fit_stroke_model(
     model, data: dict, run: Ch04Run, device, seed: int = 0, progress: bool = True
 ) -> History:
-    """Train one unconditional stroke model on ``data["train"]``, evaluating on ``data["valid"]``."""
+    """Train one unconditional stroke model on ``data["train"]``, evaluating on
+    ``data["valid"]``."""
     model.to(device)
     torch.manual_seed(seed)
     schedule = run.baseline_fit if isinstance(model, ContextFreeMixture) else run.fit
@@ -252,7 +253,8 @@ def loss_figure(results: dict, title: str):
 
 @torch.no_grad()
 def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
-    """A figure: a drawing so far and the model's density of the next pen position, at ``num`` steps.
+    """A figure: a drawing so far and the model's density of the next pen position, at ``num``
+    steps.
 
     The log density of the move ``(dx, dy)`` (from
     :func:`~arnb.distributions.bivariate_normal_log_prob`) is shaded over its top 8 nats around
@@ -337,7 +339,7 @@ def rnn_mdn_handwriting(setup: Setup, out: Path) -> dict:
     return _run_dataset("handwriting", setup, out)
 
 
-# --- handwriting synthesis -------------------------------------------------------------------------
+# --- handwriting synthesis ------------------------------------------------------------------------
 
 
 def make_synthesis(run: Ch04Run, seed: int = 0) -> HandwritingSynthesis:
@@ -398,7 +400,8 @@ def writing_figure(
 def attention_figure(
     model: HandwritingSynthesis, text: str = "waving", bias: float = 1.0, seed: int = 0
 ):
-    """A figure: the drawing and, below it, the window weights phi(t, u) over time t and characters u."""
+    """A figure: the drawing and, below it, the window weights phi(t, u) over time t and
+    characters u."""
     g = torch.Generator().manual_seed(seed)
     x, lengths, phi = model.sample_with_attention(1, text=text, generator=g, bias=bias)
     n = max(1, int(lengths[0]))

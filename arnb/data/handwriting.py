@@ -30,7 +30,8 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyz "
 """Characters the generated texts use (lower-case letters and space)."""
 
 FONTS = ("scripts", "cursive")
-"""The single-line cursive fonts of ``hershey-fonts`` (``scriptc`` draws doubled lines: not used)."""
+"""The single-line cursive fonts of ``hershey-fonts`` (``scriptc`` draws doubled lines: not
+used)."""
 
 SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
 SPLIT_SIZES = {"train": 6000, "valid": 500, "test": 500}
@@ -103,7 +104,8 @@ def font_strokes(text: str, font: str = "scripts") -> list[np.ndarray]:
 
 
 def _thin(points: np.ndarray, min_step: float) -> np.ndarray:
-    """Keep the first and last point and every point at least ``min_step`` from the last kept one."""
+    """Keep the first and last point and every point at least ``min_step`` from the last kept
+    one."""
     if min_step <= 0 or len(points) <= 2:
         return points
     keep = [0]
@@ -118,7 +120,8 @@ def _thin(points: np.ndarray, min_step: float) -> np.ndarray:
 
 
 def to_stroke3(polylines: list[np.ndarray]) -> np.ndarray:
-    """Absolute polylines ``[(K_s, 2), ...]`` -> stroke-3 ``(L, 3)`` float32 (pen lifted after each)."""
+    """Absolute polylines ``[(K_s, 2), ...]`` -> stroke-3 ``(L, 3)`` float32 (pen lifted after
+    each)."""
     if not polylines:
         raise ValueError("no polylines to convert")
     xy = np.concatenate(polylines)
@@ -203,7 +206,8 @@ def generate_handwriting(
 def load_handwriting(
     split: str = "train", n: int | None = None
 ) -> tuple[list[np.ndarray], list[str]]:
-    """The book's handwriting split: ``(strokes, texts)``, generated (no download), seeded per split.
+    """The book's handwriting split: ``(strokes, texts)``, generated (no download), seeded per
+    split.
 
     Splits share the word list but not the draws: ``train`` (6000 by default), ``valid`` and
     ``test`` (500 each) use seeds 0, 1 and 2. ``n`` asks for fewer (or more) samples; the first
@@ -217,6 +221,7 @@ def load_handwriting(
 
 @lru_cache(maxsize=8)
 def _cached_split(split: str, n: int) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
-    # generating is pure Python (about 3000 words a second): a notebook asks for the same split twice
+    # generating is pure Python (about 3000 words a second): a notebook asks for the same split
+    # twice
     strokes, texts = generate_handwriting(n, seed=SPLIT_SEEDS[split])
     return tuple(strokes), tuple(texts)

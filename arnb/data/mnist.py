@@ -93,7 +93,8 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
-    """Bernoulli(intensity/255) draw per pixel with a fixed seed. ``(N, ...)`` long -> long {0,1}."""
+    """Bernoulli(intensity/255) draw per pixel with a fixed seed. ``(N, ...)`` long -> long
+    {0,1}."""
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(images.shape, generator=g) < images.float() / 255.0).long()
 

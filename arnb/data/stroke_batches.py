@@ -29,7 +29,8 @@ from .batches import Minibatches
 
 
 def stroke_scale(seqs: Sequence[np.ndarray]) -> float:
-    """The standard deviation of all ``(dx, dy)`` values of ``seqs`` pooled together (one number)."""
+    """The standard deviation of all ``(dx, dy)`` values of ``seqs`` pooled together (one
+    number)."""
     if len(seqs) == 0:
         raise ValueError("need at least one sequence to compute a scale")
     moves = np.concatenate([np.asarray(s, dtype=np.float64)[:, :2].ravel() for s in seqs])
@@ -81,7 +82,8 @@ def prepare_strokes(
 def pad_strokes(
     seqs: Sequence[np.ndarray], length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad ``seqs`` to ``(B, T, 3)`` float32 with zeros; return it and the mask ``(B, T)`` bool of real points."""
+    """Pad ``seqs`` to ``(B, T, 3)`` float32 with zeros; return it and the mask ``(B, T)`` bool
+    of real points."""
     if len(seqs) == 0:
         raise ValueError("no sequences to pad")
     lengths = [len(s) for s in seqs]

@@ -72,7 +72,8 @@ class StreamBatches:
         self.stream_len = (len(ids) - chunk) // batch_size  # room for the random offset
         if self.stream_len < chunk:
             raise ValueError(
-                f"text of {len(ids)} symbols too short for {batch_size} streams of chunks of {chunk}"
+                f"text of {len(ids)} symbols too short for {batch_size} streams "
+                f"of chunks of {chunk}"
             )
         self.ids, self.B, self.T = ids, batch_size, chunk
         self.generator = torch.Generator().manual_seed(seed)

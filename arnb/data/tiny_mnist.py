@@ -93,7 +93,8 @@ def tiny_mnist_splits(size: int = 4, method: str = "threshold") -> TinyMNIST:
 
 
 def pattern_codes(x: torch.Tensor) -> torch.Tensor:
-    """Each binary row ``x (N, D)`` as one integer ``(N,)`` (first dimension = most significant bit).
+    """Each binary row ``x (N, D)`` as one integer ``(N,)`` (first dimension = most significant
+    bit).
 
     Valid for D <= 62. Rows that share a prefix get a contiguous range of codes, which
     :class:`arnb.models.joint_table.JointTable` uses for its conditionals.

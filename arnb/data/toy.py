@@ -33,7 +33,8 @@ def inverse_sine_mean(y: torch.Tensor | np.ndarray):
 def inverse_sine(
     n: int, noise_std: float = 1.0, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` draws of the inverse-sine problem: ``x (n, 1)`` (the input) and ``y (n,)`` (the target)."""
+    """``n`` draws of the inverse-sine problem: ``x (n, 1)`` (the input) and ``y (n,)`` (the
+    target)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if not noise_std > 0:
@@ -52,7 +53,8 @@ def _y_grid(points: int) -> np.ndarray:
 def inverse_sine_log_px(
     x: np.ndarray, noise_std: float = 1.0, grid: int = 8001, chunk: int = 512
 ) -> np.ndarray:
-    """``log p(x)`` for an array of x: ``p(x) = (1/21) int N(x | f(y), s^2) dy`` by the trapezoid rule.
+    """``log p(x)`` for an array of x: ``p(x) = (1/21) int N(x | f(y), s^2) dy`` by the trapezoid
+    rule.
 
     The integrand in y is a bump of width about ``s / |f'(y)| >= s / 5.75``; the default grid
     (spacing 0.0026) resolves it for ``s >= 0.1``.
@@ -69,7 +71,8 @@ def inverse_sine_log_px(
 
 
 def inverse_sine_log_prob(y: torch.Tensor, x: torch.Tensor, noise_std: float = 1.0) -> torch.Tensor:
-    """The *true* ``log p(y | x)`` for ``y (B,)`` and ``x (B, 1)`` (Bayes' rule, p(x) numerically)."""
+    """The *true* ``log p(y | x)`` for ``y (B,)`` and ``x (B, 1)`` (Bayes' rule, p(x)
+    numerically)."""
     xs = x.reshape(-1).double().cpu().numpy()
     ys = y.reshape(-1).double().cpu().numpy()
     inside = (ys >= Y_LOW) & (ys <= Y_HIGH)
@@ -129,7 +132,8 @@ def inverse_sine_bayes_floor(noise_std: float = 1.0, grid: int = 8001, x_grid: i
 def two_moons(
     n: int, noise_std: float = 0.1, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """``n`` points ``(n, 2)`` of two interleaved half circles plus Gaussian noise (as scikit-learn's)."""
+    """``n`` points ``(n, 2)`` of two interleaved half circles plus Gaussian noise (as
+    scikit-learn's)."""
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     if noise_std < 0:

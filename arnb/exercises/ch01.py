@@ -53,7 +53,8 @@ def check_chain_rule(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
         got = torch.as_tensor(got)
         if got.shape != want.shape:
             problems.append(
-                f"{name}: expected shape {tuple(want.shape)} (one number per row), got {tuple(got.shape)}"
+                f"{name}: expected shape {tuple(want.shape)} (one number per row), "
+                f"got {tuple(got.shape)}"
             )
         elif not torch.isfinite(got).all():
             problems.append(

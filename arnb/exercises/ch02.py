@@ -38,7 +38,8 @@ def _random_hmm(S: int, K: int, g: torch.Generator, scale: float = 1.5):
 
 @checker
 def check_forward(fn: Callable) -> bool:
-    """Exercise: ``fn(log_pi (S,), log_A (S, S), log_E (S, K), x (T,) long) -> log p(x)`` (a number).
+    """Exercise: ``fn(log_pi (S,), log_A (S, S), log_E (S, K), x (T,) long) -> log p(x)`` (a
+    number).
 
     ``log_A[i, j] = log p(z_t = j | z_{t-1} = i)`` and ``log_E[s, k] = log p(x_t = k | z_t = s)``.
     Compared with a sum over all state paths on tiny HMMs, then run on a text of 2,000 symbols,

@@ -148,8 +148,9 @@ def check_pinball_loss(fn: Callable) -> bool:
 
 @checker
 def check_binned_log_density(fn: Callable) -> bool:
-    """Exercise: ``fn(logits (B, K), low, high, y (B,)) -> (B,)``: the log *density* of ``y`` under a
-    categorical over K equal bins of ``[low, high]`` with a flat density inside each bin."""
+    """Exercise: ``fn(logits (B, K), low, high, y (B,)) -> (B,)``: the log *density* of ``y``
+    under a categorical over K equal bins of ``[low, high]`` with a flat density inside each
+    bin."""
     require_callable(fn, "check_binned_log_density(binned_log_density)")
     g = torch.Generator().manual_seed(1)
     problems = []

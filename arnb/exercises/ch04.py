@@ -131,8 +131,9 @@ def check_masked_nll(fn) -> bool:
 def check_bias_sigma(fn) -> bool:
     """Check ``fn(logit_pi, sigma, bias) -> (new_logit_pi, new_sigma)`` implements Graves' bias.
 
-    Graves (2013, eqs. 61-62): weights ``softmax((1 + b) * logits)``, deviations ``sigma * exp(-b)``.
-    Compared as probabilities, so any logits that give the same weights are accepted.
+    Graves (2013, eqs. 61-62): weights ``softmax((1 + b) * logits)``, deviations
+    ``sigma * exp(-b)``. Compared as probabilities, so any logits that give the same weights are
+    accepted.
     """
     require_callable(fn, "check_bias_sigma(bias_adjust)")
     logit_pi = torch.tensor([[0.5, -0.2, 1.0]])

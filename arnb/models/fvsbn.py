@@ -78,7 +78,8 @@ class BinaryAR(ARModule):
         return as_indices(x, 2, (self.dims,), name=name)
 
     def log_prob_terms(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-dimension log-probabilities ``log p(x_d | x before d)``: ``x (B, D) -> (B, D)`` nats."""
+        """Per-dimension log-probabilities ``log p(x_d | x before d)``: ``x (B, D) -> (B, D)``
+        nats."""
         x = self._check_input(x)
         logits = self(x)
         # log sigmoid(l) if x = 1, log sigmoid(-l) if x = 0; stable for any logit.
@@ -105,7 +106,8 @@ class BinaryAR(ARModule):
         length: int | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Ancestral sampling: ``(n, D)`` long in {0, 1}, one dimension per step, in the model's order.
+        """Ancestral sampling: ``(n, D)`` long in {0, 1}, one dimension per step, in the model's
+        order.
 
         ``prompt (C,)`` or ``(n, C)`` holds the values of the first C dimensions *in the model's
         order* (``order[:C]``); they are kept, the other D - C dimensions are drawn. Each draw
@@ -146,18 +148,21 @@ class FVSBN(BinaryAR):
         self._set_order_buffers(order)
 
     def weight_matrix(self) -> torch.Tensor:
-        """The ``(D, D)`` weights in the natural layout: entry (d, e) is how x_e moves x_d's logit."""
+        """The ``(D, D)`` weights in the natural layout: entry (d, e) is how x_e moves x_d's
+        logit."""
         w = self.weight.new_zeros(self.dims, self.dims)
         w = w.index_put((self._rows, self._cols), self.weight)  # in the model's order
         return w[self.rank][:, self.rank]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, D)`` of ``p(x_d = 1 | x before d)`` for ``x (B, D)`` (long, or float for probes)."""
+        """Logits ``(B, D)`` of ``p(x_d = 1 | x before d)`` for ``x (B, D)`` (long, or float for
+        probes)."""
         x = x.to(self.weight.dtype)
         return x @ self.weight_matrix().T + self.bias[self.rank]
 
     @torch.no_grad()
     def init_bias(self, data: torch.Tensor, eps: float = 1e-3) -> None:
-        """Start each bias at the logit of its pixel's mean in ``data (N, D)``: a fast, sane start."""
+        """Start each bias at the logit of its pixel's mean in ``data (N, D)``: a fast, sane
+        start."""
         p = data.float().mean(0).clamp(eps, 1 - eps).to(self.bias)
         self.bias.copy_(torch.logit(p)[self.order])

@@ -5,7 +5,8 @@ The model is ``p(x_1..x_T | c) = prod_t p(x_t | x_<t, c)`` for a text ``c = c_1.
 first LSTM reads the last point and the last window vector, and emits the parameters of K Gaussian
 bumps over the character positions u:
 
-    phi(t, u) = sum_k alpha_k exp(-beta_k (kappa_k - u)^2),   kappa_t = kappa_{t-1} + exp(kappa_hat),
+    phi(t, u) = sum_k alpha_k exp(-beta_k (kappa_k - u)^2),
+    kappa_t = kappa_{t-1} + exp(kappa_hat),
 
 so the bumps can only move forward along the text (kappa increases), at a speed the network picks.
 The window ``w_t = sum_u phi(t, u) onehot(c_u)`` is a soft choice of "the letter being written

@@ -45,7 +45,8 @@ def log_matmul_exp(log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
 
 
 def _log_matmul(log_a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``log(exp(log_a) @ b)`` with ``b`` already in probability space (exponentiated once per pass)."""
+    """``log(exp(log_a) @ b)`` with ``b`` already in probability space (exponentiated once per
+    pass)."""
     m = log_a.amax(dim=-1, keepdim=True)
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     return m + torch.log((torch.exp(log_a - m) @ b).clamp_min(1e-30))
@@ -127,7 +128,8 @@ class HMM(SequenceLM):
         return out, state
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (B, T) -> (B, T, K)`` log-probabilities of ``p(x_t = k | x_<t)`` (normalised logits)."""
+        """``x (B, T) -> (B, T, K)`` log-probabilities of ``p(x_t = k | x_<t)`` (normalised
+        logits)."""
         return self._forward_algorithm(x, None, all_logits=True)[2]
 
     def next_logits(self, use_cache: bool = True):

@@ -72,7 +72,8 @@ class JointTable(BinaryAR):
 
     @torch.no_grad()
     def fit(self, data: torch.Tensor, alpha: float | None = None) -> JointTable:
-        """Count the patterns of ``data (N, D)`` in {0, 1}; optionally change ``alpha``. Returns self."""
+        """Count the patterns of ``data (N, D)`` in {0, 1}; optionally change ``alpha``. Returns
+        self."""
         data = self._check_input(data, "data")
         if alpha is not None:
             self._check_alpha(alpha)

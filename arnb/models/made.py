@@ -110,7 +110,8 @@ class MADE(BinaryAR):
         self._update_masks()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, D)`` of ``p(x_d = 1 | x before d)`` for ``x (B, D)`` (long, or float for probes)."""
+        """Logits ``(B, D)`` of ``p(x_d = 1 | x before d)`` for ``x (B, D)`` (long, or float for
+        probes)."""
         x = x.to(self.out.weight.dtype)
         h = x
         for layer in self.hidden:

@@ -133,7 +133,8 @@ class MDN2DConfig:
 
 
 class ConditionalDensityNet(ContextSampler, ARModule):
-    """``p(y | x)`` for ``y (B,)`` and a context ``x (B, in_features)``: an MLP plus a density head."""
+    """``p(y | x)`` for ``y (B,)`` and a context ``x (B, in_features)``: an MLP plus a density
+    head."""
 
     def __init__(self, config: MDNConfig | None = None, **kwargs):
         super().__init__()
@@ -148,7 +149,8 @@ class ConditionalDensityNet(ContextSampler, ARModule):
 
     def forward(self, context: torch.Tensor):
         """``context (B, in_features)`` -> the conditional distribution of y (a
-        :class:`~arnb.distributions.GaussianMixture` or :class:`~arnb.distributions.BinnedDensity`)."""
+        :class:`~arnb.distributions.GaussianMixture` or
+        :class:`~arnb.distributions.BinnedDensity`)."""
         return self.head(self.body(as_context(context, self.config.in_features)))
 
     def log_prob(self, x: torch.Tensor, *, context: torch.Tensor) -> torch.Tensor:
@@ -214,7 +216,8 @@ class MSERegressor(nn.Module):
 
 
 class QuantileNet(ContextSampler, nn.Module):
-    """``Q(tau | x)``: MLP features of ``context (B, in_features)`` and ``tau (B, N)`` -> ``(B, N)``.
+    """``Q(tau | x)``: MLP features of ``context (B, in_features)`` and ``tau (B, N)`` ->
+    ``(B, N)``.
 
     No likelihood: trained with :meth:`quantile_loss`, sampled by inverse CDF.
     """

@@ -72,7 +72,8 @@ def _table(codes: np.ndarray, counts: np.ndarray, vocab_size: int) -> _OrderTabl
 
 
 def ngram_codes(ids: np.ndarray, m: int, vocab_size: int) -> np.ndarray:
-    """Integer codes of all ``len(ids) - m + 1`` m-grams of ``ids`` (first symbol most significant)."""
+    """Integer codes of all ``len(ids) - m + 1`` m-grams of ``ids`` (first symbol most
+    significant)."""
     ids = np.asarray(ids, dtype=np.int64)
     if vocab_size**m >= 2**63:
         raise ValueError(f"{vocab_size}**{m} m-gram codes do not fit in int64; lower the order")
@@ -91,7 +92,8 @@ def count_distinct(ids: np.ndarray | torch.Tensor, length: int, vocab_size: int)
 
 
 def unseen_fraction(train_ids, val_ids, length: int, vocab_size: int) -> float:
-    """Fraction of the length-``length`` substrings of ``val_ids`` that never occur in ``train_ids``."""
+    """Fraction of the length-``length`` substrings of ``val_ids`` that never occur in
+    ``train_ids``."""
     train = np.unique(ngram_codes(np.asarray(torch.as_tensor(train_ids)), length, vocab_size))
     val = ngram_codes(np.asarray(torch.as_tensor(val_ids)), length, vocab_size)
     if len(val) == 0:
@@ -234,7 +236,8 @@ class NGramLM(SequenceLM):
 
     # ------------------------------------------------------------------ probabilities
     def _probs(self, hist: np.ndarray, targets: np.ndarray) -> np.ndarray:
-        """``p(targets | hist)``: ``hist (B, order-1)`` ids left-padded with -1, ``targets (B, J)``."""
+        """``p(targets | hist)``: ``hist (B, order-1)`` ids left-padded with -1,
+        ``targets (B, J)``."""
         n, K = self.order, self.vocab_size
         B = hist.shape[0]
         ctx = np.zeros(B, dtype=np.int64)  # code of the context of the current order
@@ -353,7 +356,10 @@ class NGramLM(SequenceLM):
 
     def extra_repr(self) -> str:
         fitted = f", {self.num_counts()} counts" if self.tables else ""
-        return f"order={self.order}, vocab_size={self.vocab_size}, smoothing={self.smoothing!r}{fitted}"
+        return (
+            f"order={self.order}, vocab_size={self.vocab_size}, "
+            f"smoothing={self.smoothing!r}{fitted}"
+        )
 
 
 def tune_kneser_ney(

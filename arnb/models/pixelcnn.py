@@ -270,7 +270,8 @@ class _PixelCNNBase(ARModule):
         return as_indices(x, cfg.num_classes, (cfg.channels, cfg.height, cfg.width), name)
 
     def check_labels(self, label, n: int, device) -> torch.Tensor | None:
-        """``label``: None, an int, or ``(n,)`` ints in ``[0, num_labels)`` -> ``(n,)`` long or None."""
+        """``label``: None, an int, or ``(n,)`` ints in ``[0, num_labels)`` -> ``(n,)`` long or
+        None."""
         cfg = self.config
         if not cfg.num_labels:
             if label is not None:
@@ -345,7 +346,8 @@ class _PixelCNNBase(ARModule):
         return x, rows, self.check_labels(label, n, x.device)
 
     def _draw(self, logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """One draw per image from ``logits (n, K')``: Bernoulli or categorical, one uniform each."""
+        """One draw per image from ``logits (n, K')``: Bernoulli or categorical, one uniform
+        each."""
         if self.config.bernoulli:
             return sample_bernoulli(logits[:, 0], generator)
         return sample_categorical(logits, generator)
@@ -507,7 +509,8 @@ class GatedLayer(nn.Module):
     def vertical(
         self, v: torch.Tensor, cond: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (new vertical features ``(B, C, H, W)``, pre-activation ``(B, 2C, H, W)`` for ``h``)."""
+        """-> (new vertical features ``(B, C, H, W)``, pre-activation ``(B, 2C, H, W)`` for
+        ``h``)."""
         pre = self.v_conv(v)
         if cond is not None:
             pre = pre + cond
@@ -634,8 +637,8 @@ class GatedPixelCNN(_PixelCNNBase):
         image row, the vertical stack computes one new row per layer from the kept rows above;
         for each pixel, the horizontal stack computes one new column per layer from the kept
         columns to its left, and the head reads it. (With colour channels the pixel's column is
-        computed once per channel: its features see the channels drawn so far.) The uniforms are drawn per row
-        from ``generator`` in the order the naive loop draws them.
+        computed once per channel: its features see the channels drawn so far.) The uniforms are
+        drawn per row from ``generator`` in the order the naive loop draws them.
 
         ``cuda_graph`` (None: when the model is on CUDA) records the work of one row (all its
         pixels) once as a CUDA graph and replays it for every row: a pixel costs a few dozen
@@ -747,7 +750,8 @@ class _FeatureCache:
         return buf[:, self.P + j + first : self.P + j + last + 1 : step].flatten(1)
 
     def _vertical_conv(self, m: MaskedConv2d, buf: torch.Tensor, i: int) -> torch.Tensor:
-        """Row ``i`` of the masked convolution ``m`` of ``buf (n, ch, P+H, W)`` -> ``(n, out, 1, W)``."""
+        """Row ``i`` of the masked convolution ``m`` of ``buf (n, ch, P+H, W)`` ->
+        ``(n, out, 1, W)``."""
         r0, r1, c0, c1 = m.crop
         kh, kw = m.weight.shape[-2:]
         d = m.dilation[0]

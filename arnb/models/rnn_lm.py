@@ -52,7 +52,8 @@ def detach_state(state):
 
 
 class CharRNN(SequenceLM):
-    """A character LM ``embedding -> RNN/GRU/LSTM (layers) -> linear`` over ``vocab_size`` symbols."""
+    """A character LM ``embedding -> RNN/GRU/LSTM (layers) -> linear`` over ``vocab_size``
+    symbols."""
 
     def __init__(self, config: RNNConfig):
         super().__init__()

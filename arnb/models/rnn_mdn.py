@@ -197,7 +197,8 @@ class RNNMDN(StrokeModel):
 
 
 class ContextFreeMixture(StrokeModel):
-    """Baseline: the same conditional at every step, whatever came before: ``p(x_t | x_<t) = p(x_t)``.
+    """Baseline: the same conditional at every step, whatever came before:
+    ``p(x_t | x_<t) = p(x_t)``.
 
     What a mixture alone can do; the gap to :class:`RNNMDN` is what context is worth.
     """
