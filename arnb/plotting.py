@@ -69,7 +69,7 @@ def plot_history(
             history.eval_step,
             [e[eval_key] for e in history.eval],
             "o-",
-            label=f"{label} {eval_key}".strip(),
+            label=f"{label} {eval_key.replace('_', ' ')}".strip(),
         )
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
