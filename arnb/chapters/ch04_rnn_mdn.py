@@ -293,7 +293,8 @@ def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
     return fig
 
 
-def _median_length(seqs) -> int:
+def median_length(seqs) -> int:
+    """The median number of points of the drawings ``seqs`` (the samplers' length)."""
     return int(np.median([len(s) for s in seqs]))
 
 
@@ -304,7 +305,7 @@ def _run_dataset(name: str, setup: Setup, out: Path) -> dict:
     fig = loss_figure(results, name)
     save_and_close(fig, out, f"{name}_valid_nll")
     best = results[f"RNN-MDN (M={run.model.components})"]["model"]
-    fig = sample_grid(best, length=_median_length(data["train"]), seed=setup.seed)
+    fig = sample_grid(best, length=median_length(data["train"]), seed=setup.seed)
     save_and_close(fig, out, f"{name}_samples_bias_temperature")
     fig = next_point_figure(best, data["test"][0])
     save_and_close(fig, out, f"{name}_next_point_density")
