@@ -235,7 +235,7 @@ def fit(task: str, env: Setup, sizes: Ch05Sizes, progress: bool = True):
         "steps_planned": hist.steps_planned,
         "selected_step": hist.selected_step,
         "valid_images": len(xva),
-        "valid_nats_per_dim": round(best, 5),
+        "valid_nats_per_dim": best,  # rounded where shown, once
         "valid_curve": [
             [s_, round(e["valid_nats_per_dim"], 5)] for s_, e in zip(hist.eval_step, hist.eval)
         ],
