@@ -81,6 +81,70 @@ def pick(sizes: dict[str, T], profile: str) -> T:
     return sizes[profile]
 
 
+def describe(sizes, width: int = 88) -> str:
+    """A chapter's sizes, one line per field, wrapped at ``width`` columns.
+
+    Model configs show every field. A training ``Schedule`` shows only the fields that differ
+    from its defaults (steps, rate, batch and what a profile changed), so that a line stays
+    short; a list of dataclasses gets one line each.
+    """
+    import dataclasses
+    import textwrap
+
+    from .train import Schedule
+
+    def short(value) -> str:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            return repr(value)
+        parts = []
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            if not isinstance(value, Schedule):
+                parts.append(f"{f.name}={short(v)}")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                parts.append(f"{f.name}={short(v)}")
+                continue
+            if not _equal(v, default):
+                parts.append(f"{f.name}={short(v)}")
+        return f"{type(value).__name__}({', '.join(parts)})"
+
+    def wrap(text: str, indent: str) -> list[str]:
+        return textwrap.wrap(
+            text,
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent + "    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+
+    if not dataclasses.is_dataclass(sizes) or isinstance(sizes, type):
+        raise TypeError(f"describe takes a sizes dataclass, got {type(sizes).__name__}")
+    lines = [type(sizes).__name__ + ":"]
+    for f in dataclasses.fields(sizes):
+        value = getattr(sizes, f.name)
+        if isinstance(value, (list, tuple)) and value and dataclasses.is_dataclass(value[0]):
+            lines.append(f"  {f.name}:")
+            for item in value:
+                lines += wrap("- " + short(item), "    ")
+        else:
+            lines += wrap(f"{f.name}: {short(value)}", "  ")
+    return "\n".join(lines)
+
+
+def _equal(a, b) -> bool:
+    """``a == b`` that treats tensors and arrays (ambiguous truth values) as different."""
+    try:
+        return bool(a == b)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
 @dataclass
 class Setup:
     """What a notebook or recipe runs under: profile, device, seed, start time."""

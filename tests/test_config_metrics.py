@@ -1,5 +1,7 @@
 """Profiles, device, seeding and unit conversions."""
 
+import dataclasses
+import importlib
 import math
 
 import pytest
@@ -8,6 +10,7 @@ import torch
 import arnb
 from arnb.config import ProfileError, get_profile, pick, seed_everything
 from arnb.metrics import bits_per_dim, bits_to_nats, nats_to_bits, perplexity
+from arnb.train import Schedule
 
 
 def test_profile_from_environment(monkeypatch):
@@ -32,6 +35,63 @@ def test_pick_sizes_per_profile():
     assert pick(sizes, "cpu") == 2
     with pytest.raises(ProfileError, match="no sizes defined for profile 'gpu'"):
         pick(sizes, "gpu")
+
+
+@dataclasses.dataclass
+class _Net:
+    hidden: int = 64
+    depth: int = 2
+
+
+@dataclasses.dataclass
+class _Run:
+    name: str
+    model: _Net
+    fit: Schedule
+
+
+@dataclasses.dataclass
+class _Sizes:
+    runs: list
+    eval_batch: int = 512
+
+
+def test_describe_shows_models_whole_and_schedules_by_their_changes():
+    fit = Schedule(steps=300, lr=0.01, batch_size=32, threads=1)
+    sizes = _Sizes([_Run("small", _Net(), fit), _Run("wide", _Net(hidden=512), fit)])
+    # Schedule's defaults (warmup, clipping, ...) are left out; _Net's are not
+    assert arnb.describe(sizes, width=60).splitlines() == [
+        "_Sizes:",
+        "  runs:",
+        "    - _Run(name='small', model=_Net(hidden=64, depth=2),",
+        "        fit=Schedule(steps=300, lr=0.01, batch_size=32,",
+        "        threads=1))",
+        "    - _Run(name='wide', model=_Net(hidden=512, depth=2),",
+        "        fit=Schedule(steps=300, lr=0.01, batch_size=32,",
+        "        threads=1))",
+        "  eval_batch: 512",
+    ]
+    one_line = arnb.describe(sizes, width=200).splitlines()
+    assert one_line[2] == (
+        "    - _Run(name='small', model=_Net(hidden=64, depth=2), "
+        "fit=Schedule(steps=300, lr=0.01, batch_size=32, threads=1))"
+    )
+    assert one_line[-1] == "  eval_batch: 512"
+    with pytest.raises(TypeError, match="sizes dataclass"):
+        arnb.describe({"cpu": 1})
+
+
+@pytest.mark.parametrize(
+    "chapter",
+    ["ch01_factorization", "ch02_markov_to_rnn", "ch03_continuous", "ch04_rnn_mdn", "ch06_gpt"],
+)
+def test_describe_fits_every_profile_of_the_chapters_in_88_columns(chapter):
+    module = importlib.import_module(f"arnb.chapters.{chapter}")
+    for sizes in module.SIZES.values():
+        text = arnb.describe(sizes)
+        assert max(len(line) for line in text.splitlines()) <= 88
+        for f in dataclasses.fields(sizes):  # every field is named, none dropped
+            assert f"  {f.name}:" in text
 
 
 def test_seeding_makes_runs_repeatable():
