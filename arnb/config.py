@@ -81,8 +81,9 @@ def pick(sizes: dict[str, T], profile: str) -> T:
     return sizes[profile]
 
 
-def describe(sizes, width: int = 88) -> str:
-    """A chapter's sizes, one line per field, wrapped at ``width`` columns.
+def describe(sizes, width: int = 80) -> str:
+    """A chapter's sizes, one line per field, wrapped at ``width`` columns (80: the book's
+    output boxes show about 83).
 
     Model configs show every field. A training ``Schedule`` shows only the fields that differ
     from its defaults (steps, rate, batch and what a profile changed), so that a line stays

@@ -85,11 +85,11 @@ def test_describe_shows_models_whole_and_schedules_by_their_changes():
     "chapter",
     ["ch01_factorization", "ch02_markov_to_rnn", "ch03_continuous", "ch04_rnn_mdn", "ch06_gpt"],
 )
-def test_describe_fits_every_profile_of_the_chapters_in_88_columns(chapter):
+def test_describe_fits_every_profile_of_the_chapters_in_80_columns(chapter):
     module = importlib.import_module(f"arnb.chapters.{chapter}")
     for sizes in module.SIZES.values():
         text = arnb.describe(sizes)
-        assert max(len(line) for line in text.splitlines()) <= 88
+        assert max(len(line) for line in text.splitlines()) <= 80
         for f in dataclasses.fields(sizes):  # every field is named, none dropped
             assert f"  {f.name}:" in text
 
