@@ -12,10 +12,12 @@ Each chapter keeps all of its sizes in one dict ``{profile: dataclass}`` next to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import random
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,29 +91,17 @@ def describe(sizes, width: int = 80) -> str:
     from its defaults (steps, rate, batch and what a profile changed), so that a line stays
     short; a list of dataclasses gets one line each.
     """
-    import dataclasses
-    import textwrap
-
-    from .train import Schedule
+    from .train import Schedule  # not at import time: train imports the whole training stack
 
     def short(value) -> str:
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             return repr(value)
-        parts = []
-        for f in dataclasses.fields(value):
-            v = getattr(value, f.name)
-            if not isinstance(value, Schedule):
-                parts.append(f"{f.name}={short(v)}")
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                parts.append(f"{f.name}={short(v)}")
-                continue
-            if not _equal(v, default):
-                parts.append(f"{f.name}={short(v)}")
+        hide_defaults = isinstance(value, Schedule)
+        parts = [
+            f"{f.name}={short(getattr(value, f.name))}"
+            for f in dataclasses.fields(value)
+            if not (hide_defaults and getattr(value, f.name) == f.default)
+        ]
         return f"{type(value).__name__}({', '.join(parts)})"
 
     def wrap(text: str, indent: str) -> list[str]:
@@ -136,14 +126,6 @@ def describe(sizes, width: int = 80) -> str:
         else:
             lines += wrap(f"{f.name}: {short(value)}", "  ")
     return "\n".join(lines)
-
-
-def _equal(a, b) -> bool:
-    """``a == b`` that treats tensors and arrays (ambiguous truth values) as different."""
-    try:
-        return bool(a == b)
-    except (RuntimeError, ValueError, TypeError):
-        return False
 
 
 @dataclass
