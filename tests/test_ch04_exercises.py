@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from arnb.exercises import ch04
 from arnb.testing import exercise_answer
@@ -72,61 +71,48 @@ def test_bivariate_checker(capsys):
 # ----------------------------------------------------------------------------- Exercise 2
 
 
-def split(raw, m, floor=1e-3, rho_max=1 - 1e-4):
-    logit_pi, mu, sig, rho, pen = raw.split([m, 2 * m, 2 * m, m, 1], dim=-1)
-    sigma = floor + F.softplus(sig).unflatten(-1, (m, 2))
-    return logit_pi, mu.unflatten(-1, (m, 2)), sigma, torch.tanh(rho).clamp(-rho_max, rho_max), pen
-
-
-def log_components(x, mu, sigma, rho):
-    z1, z2 = ((x[..., None, :2] - mu) / sigma).unbind(-1)
-    omr = (1 - rho) * (1 + rho)
-    quad = (z1 * z1 + z2 * z2 - 2 * rho * z1 * z2) / omr
-    return -math.log(2 * math.pi) - sigma.log().sum(-1) - 0.5 * omr.log() - 0.5 * quad
-
-
-def pen_term(pen, x):
-    return -F.binary_cross_entropy_with_logits(pen.squeeze(-1), x[..., 2], reduction="none")
+def clean(x, mask):
+    return torch.where(mask[..., None], x, torch.zeros_like(x))
 
 
 def test_masked_nll_checker(capsys):
-    def naive(raw, x, mask, m):  # exp, then log: -inf (an NLL of +inf) in the far tail
-        logit_pi, mu, sigma, rho, pen = split(raw, m)
-        x = torch.where(mask[..., None], x, torch.zeros_like(x))
-        dens = (torch.softmax(logit_pi, -1) * log_components(x, mu, sigma, rho).exp()).sum(-1)
-        lp = torch.where(mask, dens.log() + pen_term(pen, x), torch.zeros_like(dens))
-        return -lp.sum() / mask.sum()
+    def times_mask(log_prob, x, mask):  # NaN * 0 = NaN in the padding
+        return -(log_prob(x) * mask).sum() / mask.sum()
 
-    def times_mask(raw, x, mask, m):  # multiplies by the mask: NaN * 0 = NaN in the padding
-        logit_pi, mu, sigma, rho, pen = split(raw, m)
-        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
-        lp = (lp + pen_term(pen, x)) * mask
-        return -lp.sum() / mask.sum()
+    def select_after(log_prob, x, mask):  # right value, NaN gradient from NaN padding
+        lp = log_prob(x)
+        return -torch.where(mask, lp, torch.zeros_like(lp)).sum() / mask.sum()
 
-    def mean_over_padding(raw, x, mask, m):  # divides by every slot, padding included
-        logit_pi, mu, sigma, rho, pen = split(raw, m)
-        x = torch.where(mask[..., None], x, torch.zeros_like(x))
-        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
-        lp = torch.where(mask, lp + pen_term(pen, x), torch.zeros_like(lp))
-        return -lp.mean()
+    def mean_over_slots(log_prob, x, mask):  # divides by every slot, padding included
+        lp = log_prob(clean(x, mask))
+        return -torch.where(mask, lp, torch.zeros_like(lp)).mean()
 
-    def no_floor(raw, x, mask, m):  # softplus alone: a collapsed sigma gives an absurd NLL
-        logit_pi, mu, sigma, rho, pen = split(raw, m, floor=0.0)
-        x = torch.where(mask[..., None], x, torch.zeros_like(x))
-        lp = torch.logsumexp(F.log_softmax(logit_pi, -1) + log_components(x, mu, sigma, rho), -1)
-        lp = torch.where(mask, lp + pen_term(pen, x), torch.zeros_like(lp))
-        return -lp.sum() / mask.sum()
+    def mean_of_drawings(log_prob, x, mask):  # every drawing weighs the same, not every point
+        lp = log_prob(clean(x, mask))
+        lp = torch.where(mask, lp, torch.zeros_like(lp))
+        return -(lp.sum(1) / mask.sum(1)).mean()
+
+    def scores_padding(log_prob, x, mask):  # cleans the points but keeps the padding's log p
+        return -log_prob(clean(x, mask)).sum() / mask.sum()
+
+    def as_float(log_prob, x, mask):  # a number, not a tensor: no gradient reaches the model
+        lp = log_prob(clean(x, mask))
+        return (-torch.where(mask, lp, torch.zeros_like(lp)).sum() / mask.sum()).item()
 
     assert ch04.check_masked_nll(solution("masked_nll"))
-    assert "correct" in capsys.readouterr().out
-    assert not ch04.check_masked_nll(naive)
-    assert "300 deviations out" in capsys.readouterr().out
+    assert "correct (3 cases)" in capsys.readouterr().out
     assert not ch04.check_masked_nll(times_mask)
-    assert "torch.where" in capsys.readouterr().out
-    assert not ch04.check_masked_nll(mean_over_padding)
-    assert "lengths 6, 4, 1, 3" in capsys.readouterr().out
-    assert not ch04.check_masked_nll(no_floor)
-    assert "floor" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 of 3" in out and "NaN * 0 is NaN" in out
+    assert not ch04.check_masked_nll(select_after)
+    out = capsys.readouterr().out
+    assert "1 of 3" in out and "the gradient holds NaN" in out
+    for wrong in (mean_over_slots, mean_of_drawings, scores_padding):
+        assert not ch04.check_masked_nll(wrong)
+        out = capsys.readouterr().out
+        assert "lengths 6, 4, 1, 3" in out and "no padding" not in out
+    assert not ch04.check_masked_nll(as_float)
+    assert "carries no gradient" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- Exercise 3

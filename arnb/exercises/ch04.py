@@ -75,56 +75,83 @@ def _masked_nll_cases() -> dict[str, tuple]:
     raw, x = draw()
     cases["ordinary batch, no padding"] = (raw, x, torch.ones(b, t, dtype=torch.bool), m)
     raw, x = draw()
-    cases["sequences of lengths 6, 4, 1, 3"] = (raw, x, mask, m)
+    x[~mask] = 0.0
+    cases["sequences of lengths 6, 4, 1, 3, zeros in the padding"] = (raw, x, mask, m)
     raw, x = draw()
     x[~mask] = float("nan")  # padding may hold anything
     x[1, 5] = 1e30
     cases["NaN and 1e30 in the padding"] = (raw, x, mask, m)
-    raw, x = draw()
-    x[..., :2] *= 300.0  # every component's density underflows to 0 in float64
-    cases["moves 300 deviations out"] = (raw, x, mask, m)
-    raw, x = draw()
-    raw[..., 3 * m : 5 * m] = -60.0  # softplus(-60) ~ 1e-26: only the floor keeps sigma > 0
-    raw[..., 5 * m : 6 * m] = 30.0  # tanh(30) = 1 in float64: only the clamp keeps |rho| < 1
-    cases["sigma at its floor, rho at its clamp"] = (raw, x, mask, m)
     return cases
+
+
+def _head_log_prob(raw: torch.Tensor, components: int):
+    """The conditional of a mixture head with outputs ``raw``: ``x (B, T, 3) -> (B, T)``."""
+    return lambda x: StrokeMixture.from_raw(raw, components).log_prob(x)
 
 
 @checker
 def check_masked_nll(fn) -> bool:
-    """Check ``fn(raw, x, mask, components) -> mean NLL per real point`` (a 0-d tensor, nats).
+    """Check ``fn(log_prob, x, mask) -> mean NLL per real point`` (a 0-d tensor, nats).
 
-    ``raw (B, T, 6M+1)`` head outputs split as the chapter's head (sigma floor 1e-3,
-    ``|rho| <= 1 - 1e-4``), ``x (B, T, 3)`` points, ``mask (B, T)`` True on real points. Compared
-    with :meth:`StrokeMixture.log_prob` in float64 on padded batches, NaN padding, far tails and
-    parameters at their floor and clamp.
+    ``log_prob`` maps points ``x (B, T, 3)`` to ``log p(x_t | x_<t)`` of shape ``(B, T)`` (a
+    mixture head with fixed outputs ``raw``); ``mask (B, T)`` is True on the real points. The
+    value and its gradient with respect to ``raw`` are compared with the library's masked loss in
+    float64, on batches padded with zeros, with NaN and with 1e30: the padding may change
+    neither.
     """
     require_callable(fn, "check_masked_nll(masked_nll)")
     cases = _masked_nll_cases()
     failures = []
     for name, (raw, x, mask, m) in cases.items():
+        want_raw = raw.clone().requires_grad_()
         clean = torch.where(mask[..., None], x, torch.zeros((), dtype=x.dtype))
-        lp = StrokeMixture.from_raw(raw, m).log_prob(clean)
-        want = float(-(lp[mask]).sum() / mask.sum())
-        got, err = call(fn, raw.clone(), x.clone(), mask.clone(), m)
+        lp = _head_log_prob(want_raw, m)(clean)
+        want_loss = -(lp[mask]).sum() / mask.sum()
+        want_loss.backward()
+        want = float(want_loss.detach())
+        got_raw = raw.clone().requires_grad_()
+        got, err = call(fn, _head_log_prob(got_raw, m), x.clone(), mask.clone())
         if err:
             failures.append(f"{name}: {err}")
             continue
-        got = torch.as_tensor(got).double()
-        if got.numel() != 1:
-            failures.append(f"{name}: expected one number (the mean), got shape {tuple(got.shape)}")
+        try:
+            value_t = torch.as_tensor(got.detach() if isinstance(got, torch.Tensor) else got)
+        except (TypeError, ValueError, RuntimeError):
+            failures.append(f"{name}: expected a number (the mean), got {type(got).__name__}")
             continue
-        got = float(got)
-        if not math.isfinite(got):
-            hint = (
-                "NaN * 0 is NaN: select with torch.where"
-                if "padding" in name
-                else ("use log_softmax, the log density and logsumexp")
+        if value_t.numel() != 1:
+            shape = tuple(value_t.shape)
+            failures.append(f"{name}: expected one number (the mean), got shape {shape}")
+            continue
+        value = float(value_t)
+        if not math.isfinite(value):
+            hint = " (NaN * 0 is NaN: select with torch.where)" if "NaN" in name else ""
+            failures.append(f"{name}: got {value}, expected {want:.6g}{hint}")
+            continue
+        if abs(value - want) > 1e-6 * max(1.0, abs(want)):
+            failures.append(f"{name}: got {value:.6g}, expected {want:.6g}")
+            continue
+        if not (isinstance(got, torch.Tensor) and got.requires_grad):
+            failures.append(
+                f"{name}: the loss carries no gradient (return the tensor, not .item() or float)"
             )
-            failures.append(f"{name}: got {got}, expected {want:.6g} ({hint})")
-        elif abs(got - want) > 1e-6 * max(1.0, abs(want)):
-            failures.append(f"{name}: got {got:.6g}, expected {want:.6g}")
-    return report("masked mixture NLL", failures, len(cases))
+            continue
+        try:
+            got.backward()
+        except RuntimeError as e:
+            failures.append(f"{name}: backward() raised {e}")
+            continue
+        grad = got_raw.grad
+        if grad is None or not bool(torch.isfinite(grad).all()):
+            failures.append(
+                f"{name}: the value is right but the gradient holds NaN: torch.where sends a zero "
+                "gradient to the padding's log p, and zero times the NaN inside it is NaN; "
+                "replace the padding in x before calling log_prob"
+            )
+        elif not torch.allclose(grad, want_raw.grad, rtol=1e-6, atol=1e-9):
+            err = float((grad - want_raw.grad).abs().max())
+            failures.append(f"{name}: the gradient differs from the library's by up to {err:.3g}")
+    return report("masked NLL of a padded batch", failures, len(cases))
 
 
 @checker
