@@ -68,6 +68,11 @@ def report(tmp_path_factory):
         "image.html": page('<img src="_images/missing.png" alt="gone">'),
         "table.html": page("<p>| model | nats |<br>|---|---|<br>| a | 1.0 |</p>"),
         "wide.html": page('<div style="width:2000px">too wide</div>'),
+        # a code cell as myst-nb renders one, its line too long for the box: it scrolls
+        "code.html": page(
+            '<div class="cell_input"><div class="highlight" style="overflow-x:auto">'
+            f"<pre>x = {'1 + ' * 60}1</pre></div></div>"
+        ),
         "links.html": page(
             '<a href="nowhere.html">a</a> <a href="other.html#not-there">b</a>'
             ' <a href="#missing">c</a>'
@@ -102,9 +107,9 @@ def found(report, name):
 
 
 def test_a_clean_page_has_no_findings_and_every_page_a_screenshot(report):
-    assert report.pages == 16
+    assert report.pages == 17
     assert found(report, "clean.html") == [] and found(report, "other.html") == []
-    assert len(list(report.shots.glob("*.png"))) == 16
+    assert len(list(report.shots.glob("*.png"))) == 17
 
 
 @pytest.mark.parametrize(
@@ -117,6 +122,7 @@ def test_a_clean_page_has_no_findings_and_every_page_a_screenshot(report):
         ("image.html", "images not loaded"),
         ("table.html", "Markdown tables left as text"),
         ("wide.html", "wider than the column"),
+        ("code.html", "scroll sideways at 1280 px: 1 (longest lines: [245]"),
         ("network.html", "requests needed the network"),
         ("missing.html", "missing local files"),
         ("error.html", "JavaScript errors"),

@@ -15,6 +15,7 @@ own browser download is not used: Playwright drives ``/usr/bin/chromium``). Per 
 - Markdown tables left as text (a paragraph of ``| ... |`` lines with a ``|---`` rule);
 - anything wider than the text column that is not inside a box that scrolls, and a page that
   scrolls sideways;
+- at 1280 px, a code cell (input or printed output) whose text scrolls sideways in its box;
 - links to a page or anchor of the book that does not exist;
 - JavaScript errors;
 - requests that needed the network (all blocked here, with no exception: the ipywidgets scripts
@@ -53,6 +54,9 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# From this width up, a code cell's text must fit its box (book/_static/arnb.css sizes it to 88
+# columns); on a phone it scrolls.
+DESKTOP = 1280
 
 CHECKS_JS = r"""
 async () => {
@@ -123,6 +127,10 @@ async () => {
       p.querySelector('.jupyter-widgets')); };
   for (let i = 0; i < 150 && expected.some(v => !isRendered(v)); i++) await sleep(100);
   const scroller = document.scrollingElement || document.documentElement;
+  // Code cells (input and output) whose text scrolls sideways inside their box.
+  const codeScrolls = [...main.querySelectorAll('div.cell_input pre, div.cell_output pre')]
+    .filter(p => p.clientWidth > 0 && p.scrollWidth > p.clientWidth + 1)
+    .map(p => Math.max(...p.innerText.split('\n').map(l => l.length)));
   // Widget outputs: is there visible text after the widget in the same cell's outputs?
   const bareWidgets = views.filter(v => {
     const cell = v.closest('.cell_output') || v.parentElement;
@@ -139,6 +147,7 @@ async () => {
     wide: wide.map(e => e.tagName.toLowerCase() + (e.className && typeof e.className === 'string'
       ? '.' + e.className.split(' ')[0] : '')),
     sideways: scroller.scrollWidth - window.innerWidth,
+    codeScrolls,
     links: [...new Set([...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')))],
     widgets: views.length,
     widgetsSaved: expected.length,
@@ -281,6 +290,11 @@ def _check_page(context, page_path, root, cache, screenshots, width):
         found.append(f"{result['pipeTables']} Markdown tables left as text")
     if result["wide"]:
         found.append(f"{len(result['wide'])} wider than the column: {result['wide'][:4]}")
+    if result["codeScrolls"] and width >= DESKTOP:
+        found.append(
+            f"code cells that scroll sideways at {width} px: {len(result['codeScrolls'])} "
+            f"(longest lines: {sorted(result['codeScrolls'], reverse=True)[:4]} characters)"
+        )
     if result["sideways"] > 1:
         found.append(f"the page scrolls sideways by {result['sideways']} px")
     bad = broken_links(page_path, root, result["links"], cache)
