@@ -445,6 +445,9 @@ def train(
       the weights (averaged, if averaging) that scored best, and ``history.selected_step`` says
       when they were taken;
     - ``schedule.threads``: the CPU thread count while training, restored afterwards;
+    - every step's loss checked: a loss that is not finite stops training with
+      ``FloatingPointError`` at the next log line (every ``log_every`` steps and the last),
+      naming the first step it happened at;
     - input validation on the first batch only (then :mod:`arnb.validation` is switched off);
     - with ``checkpoint``, the state saved atomically every ``checkpoint_every`` steps and at the
       end; a later call resumes from that file;
@@ -512,6 +515,9 @@ def train(
         mininterval=0.1 if interactive else 30.0,
     )
     running = None
+    # The first step whose loss was not finite, kept on the device: checking every step costs no
+    # host sync, and the check at each log line (already a sync) then misses no step between.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
     model.train()
     with cpu_threads(schedule.threads), validation(validation_enabled()):
         for step in range(start, steps):
@@ -522,6 +528,8 @@ def train(
             if me is not None:
                 batch = distributed.split(batch, me.rank, me.world_size)
             loss = _step(runner, opt, batch, schedule, device, scaler)
+            bad = (first_bad < 0) & ~torch.isfinite(loss)
+            first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             if step == start:
                 set_validation(False)  # the first batch was checked; the rest skip the syncs
             if average is not None:
@@ -529,10 +537,7 @@ def train(
             bar.update(1)
             if step % schedule.log_every == 0 or step == steps - 1:
                 value = loss.item()
-                if not math.isfinite(value):
-                    raise FloatingPointError(
-                        f"loss is {value} at step {step}; lower the learning rate"
-                    )
+                _raise_if_bad(first_bad)
                 running = value if running is None else 0.9 * running + 0.1 * value
                 history.step.append(step)
                 history.train.append(value)
@@ -549,6 +554,7 @@ def train(
                 if stop:
                     steps = done
                     break
+    _raise_if_bad(first_bad)  # a time limit can end the loop between two log lines
     if not history.eval_step or history.eval_step[-1] != steps:
         evaluate(steps)
     bar.note = _train_note(history, select)
@@ -563,6 +569,15 @@ def train(
         history = History.from_dict(distributed.broadcast_object(history.as_dict()))
     model.eval()
     return history
+
+
+def _raise_if_bad(first_bad: torch.Tensor) -> None:
+    """Stop training if a step's loss was not finite (``first_bad``: that step, or -1)."""
+    at = int(first_bad)
+    if at >= 0:
+        raise FloatingPointError(
+            f"the loss was not finite (nan or inf) at step {at}; lower the learning rate"
+        )
 
 
 def _train_note(history: History, select: str | None) -> str:

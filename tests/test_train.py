@@ -3,6 +3,7 @@ restores every setting it changes, checkpoints round-trip exactly and resume, wr
 refused; plus the one validation module and the one batch iterator."""
 
 import time
+import types
 
 import pytest
 import torch
@@ -324,7 +325,7 @@ def test_interrupted_training_resumes_exactly(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error():
-    with pytest.raises(FloatingPointError, match="loss is nan"):
+    with pytest.raises(FloatingPointError, match="not finite .* at step 0"):
         train(
             Independent(2, 2),
             lambda m, x: m.nll(x) * float("nan"),
@@ -332,6 +333,29 @@ def test_non_finite_loss_stops_with_a_clear_error():
             Schedule(steps=3),
             progress=False,
         )
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_a_bad_loss_between_log_lines_is_not_missed(bad, monkeypatch):
+    """Step 3's loss is not finite, steps 0 and 10 are logged: the error names step 3, also
+    when a time limit ends the run after step 5, before the next log line."""
+    calls = []
+
+    def loss(m, x):
+        calls.append(1)
+        scale = bad if len(calls) == 4 else 1.0  # plan_steps is off: call 4 is step 3
+        return m.nll(x) * scale
+
+    # a clock that passes the time limit once step 5 has run
+    clock = types.SimpleNamespace(
+        time=lambda: 100.0 if len(calls) >= 6 else 0.0, perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr("arnb.train.time", clock)
+    for schedule in [Schedule(steps=12, log_every=10), Schedule(steps=12, time_limit=1.0)]:
+        calls.clear()
+        with pytest.raises(FloatingPointError, match="at step 3;"):
+            train(Independent(2, 2), loss, [_data(8, dims=2, k=2)], schedule, progress=False)
+        assert len(calls) == (11 if schedule.time_limit is None else 6)
 
 
 def test_empty_data_bad_schedules_and_the_learning_rate_curve():
