@@ -68,6 +68,22 @@ def test_bivariate_checker(capsys):
     assert "ZeroDivisionError" in capsys.readouterr().out
 
 
+def test_bivariate_checker_needs_one_value_per_row(capsys):
+    """Right on every single point, wrong on a batch: a sum over the whole batch, and a
+    scalar instead of one value per row."""
+
+    def batch_sum(xy, mu, sigma, rho):  # sums log sigma over the batch, not over (x, y)
+        z1, z2 = ((xy - mu) / sigma).unbind(-1)
+        quad = (z1 * z1 + z2 * z2 - 2 * rho * z1 * z2) / (1 - rho**2)
+        return -math.log(2 * math.pi) - sigma.log().sum() - 0.5 * torch.log(1 - rho**2) - quad / 2
+
+    assert not ch04.check_bivariate_log_prob(batch_sum)
+    out = capsys.readouterr().out
+    assert "1 of 6 cases wrong" in out and "a batch of 3 rows" in out
+    assert not ch04.check_bivariate_log_prob(lambda *a: closed_form(*a).sum())
+    assert "expected shape (3,), got ()" in capsys.readouterr().out
+
+
 # ----------------------------------------------------------------------------- Exercise 2
 
 

@@ -14,7 +14,7 @@ import math
 import torch
 
 from ..distributions import StrokeMixture
-from . import call, checker, report, require_callable
+from . import call, call_shaped, checker, report, require_callable
 
 
 @checker
@@ -22,40 +22,48 @@ def check_bivariate_log_prob(fn) -> bool:
     """Check ``fn(xy, mu, sigma, rho) -> log N(xy | mu, Sigma)``.
 
     Shapes: ``xy (N, 2)``, ``mu (N, 2)``, ``sigma (N, 2)`` standard deviations, ``rho (N,)``;
-    returns ``(N,)``. Cases: an ordinary point, a far tail, a tiny sigma, and |rho| near 1.
+    returns ``(N,)``. Cases: an ordinary point, a far tail, a tiny sigma, |rho| near 1, and a
+    batch of three rows with their own parameters (a sum over the whole batch shows there).
     """
     require_callable(fn, "check_bivariate_log_prob(whitened_log_prob)")
-    cases = {
+    one = {
         "ordinary point": ([0.5, -1.0], [0.0, 0.0], [1.0, 2.0], 0.3),
         "negative correlation": ([1.0, 1.0], [0.2, -0.4], [0.7, 0.5], -0.6),
         "far tail": ([300.0, -200.0], [0.0, 1.0], [1.0, 1.0], 0.1),
         "tiny sigma": ([1e-3, 0.0], [0.0, 0.0], [1e-3, 1e-3], 0.0),
         "|rho| near 1": ([0.1, 0.1], [0.0, 0.0], [1.0, 1.0], 0.9999),
     }
+    cases = {name: tuple([v] for v in row) for name, row in one.items()}
+    cases["a batch of 3 rows, each with its own parameters"] = (
+        [[0.5, -1.0], [300.0, -200.0], [2.0, 0.5]],  # xy
+        [[0.0, 0.0], [0.0, 1.0], [1.5, 0.0]],  # mu
+        [[1.0, 2.0], [1.0, 1.0], [0.3, 4.0]],  # sigma
+        [0.3, 0.1, 0.8],  # rho
+    )
     failures = []
     for name, (xy, mu, sigma, rho) in cases.items():
-        xy_t, mu_t, s_t = (torch.tensor([v], dtype=torch.float64) for v in (xy, mu, sigma))
-        rho_t = torch.tensor([rho], dtype=torch.float64)
-        cov = torch.tensor(
-            [
-                [sigma[0] ** 2, rho * sigma[0] * sigma[1]],
-                [rho * sigma[0] * sigma[1], sigma[1] ** 2],
-            ],
-            dtype=torch.float64,
+        xy_t, mu_t, s_t, rho_t = (
+            torch.tensor(v, dtype=torch.float64) for v in (xy, mu, sigma, rho)
         )
-        want = float(torch.distributions.MultivariateNormal(mu_t[0], cov).log_prob(xy_t[0]))
-        got, err = call(fn, xy_t, mu_t, s_t, rho_t)
+        cov = torch.diag_embed(s_t**2)
+        cov[:, 0, 1] = cov[:, 1, 0] = rho_t * s_t[:, 0] * s_t[:, 1]
+        want = torch.distributions.MultivariateNormal(mu_t, cov).log_prob(xy_t)
+        got, err = call_shaped(fn, xy_t, mu_t, s_t, rho_t, shape=(len(rho),))
         if err:
-            failures.append(f"{name}: {err}")
+            failures.append(f"{name}: {err} (one value per row of xy)")
             continue
-        got = torch.as_tensor(got).double().flatten()
-        if got.numel() != 1:
-            failures.append(f"{name}: expected one value per point, got shape {tuple(got.shape)}")
-        elif not math.isfinite(float(got)):
-            failures.append(f"{name}: got {float(got)}, expected {want:.6g} (work in log space)")
-        elif abs(float(got) - want) > 1e-6 * max(1.0, abs(want)):
-            failures.append(f"{name}: got {float(got):.6g}, expected {want:.6g}")
+        got = got.double()
+        if not torch.isfinite(got).all():
+            failures.append(f"{name}: got {_show(got)}, expected {_show(want)} (work in log space)")
+        elif not torch.allclose(got, want, rtol=1e-6, atol=1e-6):
+            failures.append(f"{name}: got {_show(got)}, expected {_show(want)}")
     return report("bivariate normal log density", failures, len(cases))
+
+
+def _show(t: torch.Tensor) -> str:
+    """A tensor of one or a few values as plain numbers: ``-3.91`` or ``[-3.91, -3.68]``."""
+    values = [f"{v:.6g}" for v in t.tolist()]
+    return values[0] if len(values) == 1 else "[" + ", ".join(values) + "]"
 
 
 def _masked_nll_cases() -> dict[str, tuple]:
