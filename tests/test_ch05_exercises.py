@@ -96,8 +96,22 @@ def test_blind_spot(capsys):
         box[max(0, i - r) : i + 1, max(0, j - r) : j + r + 1] = True
         return box & ~seen
 
+    def left_of_it_unlimited(model, i, j):  # the whole row to the left, not only in reach
+        right = solution("blind_spot")(model, i, j)
+        left = torch.zeros_like(right)
+        left[i, :j] = True
+        return right | (left & ~receptive_field(model, i, j)[0])
+
+    def row_left_out(model, i, j):  # only the rows above: misses the dilated model's holes
+        spot = solution("blind_spot")(model, i, j).clone()
+        spot[i] = False
+        return spot
+
     for wrong in (nothing_blind, everything_unseen, whole_row_in_reach):
         assert_wrong(ch05.check_blind_spot, wrong, capsys)
+    for wrong in (left_of_it_unlimited, row_left_out):
+        assert not ch05.check_blind_spot(wrong)
+        assert "dilated gated PixelCNN" in capsys.readouterr().out
     assert_wrong(ch05.check_blind_spot, lambda model, i, j: torch.zeros(3, 3), capsys)
     assert_stub_not_attempted(ch05.check_blind_spot, "blind_spot", capsys)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -99,15 +100,21 @@ def _expected_blind_spot(model, i: int, j: int) -> torch.Tensor:
 @checker
 def check_blind_spot(fn: Callable[[object, int, int], torch.Tensor]) -> bool:
     """``fn(model, i, j) -> (H, W)`` bool: the earlier pixels within ``model.config.reach`` rows
-    above (and columns either side), or to the left in row ``i``, that the conditional of pixel
-    (i, j) does *not* depend on. Checked on a plain PixelCNN (which has a blind spot) and a gated
-    one (which has none)."""
+    above (and columns either side), or at most ``reach`` to the left in row ``i``, that the
+    conditional of pixel (i, j) does *not* depend on. Checked on a plain PixelCNN (which has a
+    blind spot), a gated one (which has none) and a gated one with every layer dilated by 2
+    (whose field has holes, also in row ``i``)."""
     require_callable(fn, "check_blind_spot(blind_spot)")
     torch.manual_seed(0)
     cfg = PixelCNNConfig(
         channels=1, height=12, width=12, num_classes=2, hidden=4, layers=3, first_kernel=3
     )
-    models = {"plain": PixelCNN(cfg), "gated": GatedPixelCNN(cfg)}
+    dilated = replace(cfg, dilations=(2, 2, 2))
+    models = {
+        "plain": PixelCNN(cfg),
+        "gated": GatedPixelCNN(cfg),
+        "dilated gated": GatedPixelCNN(dilated),
+    }
     problems, cases = [], 0
     for name, model in models.items():
         for i, j in ((9, 5), (6, 2), (1, 10)):
@@ -126,9 +133,14 @@ def check_blind_spot(fn: Callable[[object, int, int], torch.Tensor]) -> bool:
             elif not torch.equal(got, want):
                 problems.append(
                     f"{name} PixelCNN, pixel ({i}, {j}): expected {int(want.sum())} blind "
-                    f"pixels, got {int(got.sum())} ({int((got != want).sum())} differ)"
+                    f"pixels, got {int(got.sum())} ({_differ(got != want)})"
                 )
     return report("blind_spot", problems, cases)
+
+
+def _differ(wrong: torch.Tensor) -> str:
+    n = int(wrong.sum())
+    return f"{n} differs" if n == 1 else f"{n} differ"
 
 
 def _field_by_gradient(masks: list[torch.Tensor]) -> torch.Tensor:
