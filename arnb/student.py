@@ -100,7 +100,11 @@ def write_student_notebooks(out_dir: Path, notebooks: list[Path] | None = None) 
 
     notebooks = notebooks or sorted(NOTEBOOKS.glob("*.ipynb"))
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks found in {NOTEBOOKS}")
+        raise FileNotFoundError(
+            f"no notebooks found in {NOTEBOOKS}: the notebooks are not part of the installed "
+            "package; run this in a clone of the book's repository, or name the notebooks: "
+            "python -m arnb student OUT_DIR path/to/*.ipynb"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

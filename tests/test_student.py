@@ -137,3 +137,10 @@ def test_cli_writes_student_notebooks(tmp_path):
     assert main(["student", str(tmp_path), str(CHAPTERS[0])]) == 0
     assert (tmp_path / CHAPTERS[0].name).is_file()
     assert not list(Path(tmp_path).glob("*.part"))
+
+
+def test_without_the_repository_says_where_the_notebooks_are(tmp_path, monkeypatch):
+    """Installed from a wheel, the package has no notebooks beside it: say so, not just fail."""
+    monkeypatch.setattr("arnb.student.NOTEBOOKS", tmp_path / "notebooks")
+    with pytest.raises(FileNotFoundError, match="clone of the book's repository"):
+        write_student_notebooks(tmp_path / "out")
