@@ -28,8 +28,11 @@ def bits_per_dim(nll_nats: float | torch.Tensor, dims: int) -> float | torch.Ten
     """Per-example NLL in nats over ``dims`` discrete dimensions -> bits per dimension.
 
     For a discrete model of 8-bit pixels this is directly comparable with published figures.
-    (A continuous density on dequantized pixels would first need ``+ dims * ln 256`` subtracted
-    when measured on data in [0, 1]; the book's image models are discrete, so it does not.)
+    A continuous density ``p`` on dequantized pixels scaled to [0, 1] is not: with ``y = x / 256``
+    each pixel value's bin has width 1/256, so ``-log P(x) = -log p(y) + dims * ln 256`` (exact
+    for a density constant on each bin; otherwise the right side, averaged over the
+    dequantization noise, is an upper bound). So ``dims * ln 256`` must be added to its NLL
+    first. The book's image models are discrete, so they need no such term.
     """
     if dims <= 0:
         raise ValueError(f"dims must be positive, got {dims}")
