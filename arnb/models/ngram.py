@@ -8,7 +8,8 @@ probabilities that never give zero to an unseen continuation:
 - **interpolated Kneser-Ney** {cite}`kneser1995,chen1999`: subtract a discount ``D`` from every
   seen count and give the mass freed to a lower-order distribution. The lower orders are built
   from *continuation counts* ``N1+(. h w)`` (in how many different contexts a string occurs)
-  instead of raw counts, because they are only consulted when the longer context was rare.
+  instead of raw counts, because they matter most where the longer context is rare: every
+  order contributes, but a rare context leaves more mass to the lower orders.
 
 Counting is vectorised: an m-gram over ``K`` symbols is the integer ``sum_j a_j K^(m-1-j)``
 (the first symbol most significant), so all m-grams of a text come from one rolling
