@@ -84,7 +84,7 @@ class Ch02Run:
 SIZES = {
     "smoke": Ch02Run(
         train_chars=60_000, val_chars=5_000, prefix_lengths=(1, 2, 3, 4), orders=(1, 2, 3, 4),
-        tune_orders=(2, 3), tune_scales=(1.0,), eval_chars=1_000, sample_chars=60,
+        tune_orders=(5, 6, 7), tune_scales=(1.0,), eval_chars=1_000, sample_chars=60,
         nets=[
             NetRun("HMM, 8 states", HMMConfig(num_states=8),
                    Schedule(steps=4, lr=0.05, batch_size=8, eval_every=1, threads=1), chunk=16),
@@ -99,7 +99,7 @@ SIZES = {
     "cpu": Ch02Run(
         train_chars=None, val_chars=None,
         prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
-        tune_orders=(6, 7, 8), tune_scales=(1.0, 1.15, 1.3), eval_chars=5_000,
+        tune_orders=(6, 7, 8, 9, 10), tune_scales=(1.0, 1.15, 1.3), eval_chars=5_000,
         nets=[
             NetRun("HMM, 16 states", HMMConfig(num_states=16),
                    Schedule(steps=400, lr=0.2, batch_size=32, warmup=40, eval_every=80, threads=1),
@@ -127,7 +127,7 @@ SIZES = {
     "gpu": Ch02Run(
         train_chars=None, val_chars=None,
         prefix_lengths=tuple(range(1, 11)), orders=tuple(range(1, 9)),
-        tune_orders=(6, 7, 8), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000,
+        tune_orders=(6, 7, 8, 9, 10), tune_scales=(0.8, 0.9, 1.0, 1.15, 1.3), eval_chars=10_000,
         sample_chars=400,
         nets=[
             NetRun("HMM, 64 states", HMMConfig(num_states=64),
