@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from arnb.data.colored_mnist import colorize, load_colored_mnist
+from arnb.data.colored_mnist import colorize, draw_colors, load_colored_mnist
 
 
 def test_colorize_is_deterministic_and_in_range():
@@ -23,6 +23,15 @@ def test_colorize_is_deterministic_and_in_range():
         colorize(images, 0, seed=0)
     with pytest.raises(ValueError, match="shape"):
         colorize(images[:, 0], 2, seed=0)
+
+
+def test_draw_colors_are_the_colours_colorize_paints():
+    full = torch.full((30, 1, 2, 2), 255)
+    full[:, :, 0, 0] = 0
+    c = colorize(full, 2, seed=3)
+    fg, bg = draw_colors(30, 2, seed=3)
+    assert fg.shape == bg.shape == (30, 3)
+    assert torch.equal(c[:, :, 1, 1], fg) and torch.equal(c[:, :, 0, 0], bg)
 
 
 def test_load_colored_mnist():

@@ -22,14 +22,13 @@ from .mnist import load_mnist
 COLOR_SEEDS = {"train": 10, "test": 11}
 
 
-def colorize(images: torch.Tensor, bits: int, seed: int) -> torch.Tensor:
-    """``images (N, 1, H, W)`` long in [0, 255] -> ``(N, 3, H, W)`` long in ``[0, 2**bits - 1]``."""
+def draw_colors(n: int, bits: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The foreground and background colours of ``n`` images, each ``(n, 3)`` long in
+    ``[0, 2**bits - 1]``, as :func:`colorize` draws them (image k's colours depend on ``n``:
+    draw for the whole split, then index)."""
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(images.shape)}")
     levels = 2**bits
-    n = images.shape[0]
     g = torch.Generator().manual_seed(seed)
     fg = torch.randint(levels, (n, 3), generator=g)
     bg = torch.randint(levels, (n, 3), generator=g)
@@ -42,9 +41,17 @@ def colorize(images: torch.Tensor, bits: int, seed: int) -> torch.Tensor:
         bg[close] = torch.randint(levels, (int(close.sum()), 3), generator=g)
     close = (fg - bg).abs().amax(1) < levels // 2
     bg[close, 0] = torch.where(fg[close, 0] < levels // 2, levels - 1, 0)
+    return fg, bg
+
+
+def colorize(images: torch.Tensor, bits: int, seed: int) -> torch.Tensor:
+    """``images (N, 1, H, W)`` long in [0, 255] -> ``(N, 3, H, W)`` long in ``[0, 2**bits - 1]``."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must have shape (N, 1, H, W), got {tuple(images.shape)}")
+    fg, bg = draw_colors(images.shape[0], bits, seed)
     m = images.float() / 255.0
     out = m * fg[:, :, None, None] + (1 - m) * bg[:, :, None, None]
-    return out.round().long().clamp_(0, levels - 1)
+    return out.round().long().clamp_(0, 2**bits - 1)
 
 
 def load_colored_mnist(
