@@ -100,7 +100,7 @@ DATASETS = ("omniglot", "handwriting")
 DEQUANTIZE = {"omniglot": 1.0, "handwriting": 0.0}  # Omniglot coordinates are integers
 # Omniglot's strokes are pixel paths: a slanted line is a staircase of short horizontal and
 # vertical moves, and a model trained on them draws staircases. Each stroke is simplified to
-# within 6 raw units (the shortest common move inside a stroke; 12 is the most common): the
+# within 6 raw units (the most common move length inside a stroke; 12 is the second): the
 # shapes stay, the stairs go. The generated handwriting is smooth and is not simplified.
 OMNIGLOT_SIMPLIFY = 6.0
 
@@ -286,7 +286,7 @@ def next_point_figure(model, seq: np.ndarray, num: int = 4, res: int = 121):
             levels=np.linspace(logd.max() - 8, logd.max(), 9),
             cmap="Blues",
         )
-        draw_strokes(x[:t], ax, lw=1.2)
+        draw_strokes(x[:t], ax, color="0.55", lw=1.2)
         ax.plot(here[0], -here[1], "x", color="black", ms=6)
         ax.plot(pos[t, 0], -pos[t, 1], "o", color="red", ms=4)
         ax.set_title(f"t={t}, P(lift after)={float(torch.sigmoid(p.pen_logit)):.2f}", fontsize=8)

@@ -231,7 +231,7 @@ def check_bias_sampler(fn, n: int = 40_000, z_max: float = 5.0) -> bool:
 
     One mixture: ``logit_pi (M,)``, ``mu (M, 2)``, ``sigma (M, 2)``, ``rho (M,)``. At biases 0 and
     1.5 the ``n`` draws are compared with the exact biased mixture: the mean of each
-    coordinate and the probabilities of ten half-planes ``a . (dx, dy) <= c``, each by a z-score
+    coordinate and the probabilities of eleven half-planes ``a . (dx, dy) <= c``, each by a z-score
     (|z| > ``z_max`` fails; a correct sampler fails one of these about once in 10^5 runs, and
     the seed is fixed). The same seed must give the same draws.
     """
