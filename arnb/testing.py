@@ -86,14 +86,18 @@ def perturbation_dependency(
     of them.
     """
     x = x.flatten()
-    base = f(x.unsqueeze(0)).float()
-    dep = torch.zeros(base.shape[1], x.numel(), dtype=torch.bool)
+    dep = None
     for j in range(x.numel()):
-        variants = x.repeat(num_classes - 1, 1)
-        variants[:, j] = torch.tensor([c for c in range(num_classes) if c != int(x[j])])
+        # Row 0 is x itself, in the same batch as its variants: on a GPU a batch of another
+        # size may take other kernels (TF32, another reduction order), and the base would then
+        # differ from the variants' outputs by rounding alone, at every position.
+        variants = x.repeat(num_classes, 1)
+        variants[1:, j] = torch.tensor([c for c in range(num_classes) if c != int(x[j])])
         out = f(variants).float()
-        diff = (out - base).abs().reshape(out.shape[0], out.shape[1], -1).amax(dim=(0, 2))
-        dep[:, j] = (diff > atol).cpu()
+        diff = (out[1:] - out[:1]).abs().reshape(out.shape[0] - 1, out.shape[1], -1)
+        if dep is None:
+            dep = torch.zeros(out.shape[1], x.numel(), dtype=torch.bool)
+        dep[:, j] = (diff.amax(dim=(0, 2)) > atol).cpu()
     return dep
 
 
