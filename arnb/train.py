@@ -151,7 +151,10 @@ class Schedule:
     hides in chapter code. ``seconds`` plans the number of steps from a timing taken at the
     start (at most ``steps``): the same budget fits a laptop and a GPU. ``time_limit`` is only
     a safety net that stops the loop early. ``average`` is the decay of a weight average
-    (Polyak/EMA) that is evaluated and returned instead of the last iterate.
+    (Polyak/EMA) that is evaluated and returned instead of the last iterate. ``compile`` is a
+    ``torch.compile`` mode for the loss, forward and backward (``"reduce-overhead"`` also
+    replays the step as CUDA graphs on a GPU); the first step, which validates its batch, runs
+    eagerly.
     """
 
     steps: int
@@ -169,6 +172,7 @@ class Schedule:
     threads: int | None = None
     checkpoint_every: int | None = None
     accumulate: int = 1
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -181,6 +185,13 @@ class Schedule:
             raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
         if self.average is not None and not 0.0 < self.average < 1.0:
             raise ValueError(f"average (a decay) must lie in (0, 1), got {self.average}")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise ValueError(
+                f"compile must be None or one of {COMPILE_MODES}, got {self.compile!r}"
+            )
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float = 0.1) -> float:
@@ -332,6 +343,14 @@ class _LossOf(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
+def _compiled(runner: nn.Module, schedule: Schedule) -> nn.Module:
+    """``runner`` through ``torch.compile`` when the schedule asks for it (the first call compiles;
+    a GPU's CUDA graphs are recorded over the next few)."""
+    if schedule.compile is None:
+        return runner
+    return torch.compile(runner, mode=schedule.compile)
+
+
 def _step(runner: nn.Module, opt, batch, schedule: Schedule, device, scaler=None) -> torch.Tensor:
     """One optimizer step on ``batch``, in ``schedule.accumulate`` micro-batches.
 
@@ -390,7 +409,9 @@ def plan_steps(
         ]
         opt = type(optimizer)(groups)
     data = _forever(batches)
-    runner, scaler = _LossOf(probe_model, loss_fn), _scaler(device)
+    runner, scaler = _compiled(_LossOf(probe_model, loss_fn), schedule), _scaler(device)
+    if schedule.compile is not None:
+        warm = max(warm, 10)  # compilation, then the recording of CUDA graphs, are not timed
     with validation(False), cpu_threads(schedule.threads):
         for _ in range(warm):
             _step(runner, opt, _to(next(data), device), schedule, device, scaler)
@@ -462,7 +483,12 @@ def train(
     main = me is None or me.is_main
     runner = _LossOf(model, loss_fn)
     if me is not None:
+        if schedule.compile is not None:
+            raise ValueError("Schedule.compile is not supported with several processes")
         runner = distributed.wrap(runner, device)  # also copies rank 0's weights to every rank
+    # The first step validates its batch (checks that read values, which a compiled graph would
+    # break at); it runs eagerly, and the compiled loss never sees validation switched on.
+    eager_runner, runner = runner, _compiled(runner, schedule)
     opt = optimizer or _default_optimizer(model, schedule)
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
@@ -527,7 +553,9 @@ def train(
             batch = _to(next(data), device)
             if me is not None:
                 batch = distributed.split(batch, me.rank, me.world_size)
-            loss = _step(runner, opt, batch, schedule, device, scaler)
+            loss = _step(
+                eager_runner if step == start else runner, opt, batch, schedule, device, scaler
+            )
             bad = (first_bad < 0) & ~torch.isfinite(loss)
             first_bad = torch.where(bad, torch.full_like(first_bad, step), first_bad)
             if step == start:

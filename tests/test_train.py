@@ -450,3 +450,36 @@ def test_a_scaled_step_equals_an_unscaled_one():
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         _step(_LossOf(model, _loss), opt, data, sched, "cpu", scaler)
     assert torch.allclose(models[0].logits, models[1].logits, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+def test_a_compiled_loss_trains_as_the_eager_one():
+    """``Schedule.compile`` changes how the loss runs, not what it computes: the same seeds give
+    the same losses and weights (to float32 round-off), the time-planned step count too."""
+    data = _data()
+    runs = {}
+    for mode in (None, "default"):
+        torch.manual_seed(0)
+        model = Independent(6, 4)
+        schedule = Schedule(steps=12, lr=0.05, log_every=1, compile=mode)
+        hist = train(model, _loss, Minibatches(data, batch_size=128, seed=0), schedule)
+        runs[mode] = (hist.train, model.logits.detach().clone())
+    assert len(runs["default"][0]) == 12
+    torch.testing.assert_close(runs["default"][0], runs[None][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(runs["default"][1], runs[None][1], rtol=1e-5, atol=1e-5)
+    timed = Schedule(steps=10**6, seconds=0.05, compile="default")
+    assert 1 <= plan_steps(Independent(6, 4), _loss, [data[:128]], timed) < 10**6
+
+
+def test_a_compiled_loss_still_validates_the_first_batch():
+    bad = _data(n=128)
+    bad[0, 0] = 9  # a class the 4-way model does not have
+    with pytest.raises(ValueError):
+        train(Independent(6, 4), _loss, [bad], Schedule(steps=2, compile="default"))
+
+
+def test_an_unknown_compile_mode_is_refused():
+    with pytest.raises(ValueError, match="compile must be"):
+        Schedule(steps=1, compile="fastest")
