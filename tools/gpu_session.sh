@@ -84,15 +84,16 @@ step sampling 150 "$PY" tools/bench_pixelcnn_sampling.py "${sampling[@]}" --batc
   --out "$work/sampling"
 # 3. training-step speed-ups, as ratios in one process
 step train_step 240 "$PY" tools/bench_pixelcnn_step.py "${stepargs[@]}" --out "$work/step"
-# 4. the recipes, while time is left (binary: ~135 s of training plus evaluation and sampling)
-need=$([ $smoke = 1 ] && echo 60 || echo 220)
+# 4. the recipes, while time is left (binary: 80 s of training after compiling twice, plus
+#    evaluation and sampling)
+need=$([ $smoke = 1 ] && echo 60 || echo 180)
 for r in pixelcnn-binary pixelcnn-mnist8; do
   if [ "$(left)" -ge "$need" ]; then
     step "$r" 600 "$PY" -m arnb run "$r" --profile "$profile" --out "$work/$r"
   else
     echo "- $r: not run ($(left)s left, needs ${need}s)" | tee -a "$summary"
   fi
-  need=$([ $smoke = 1 ] && echo 60 || echo 420)
+  need=$([ $smoke = 1 ] && echo 60 || echo 330)
 done
 # the sampling benchmark of the 8-bit head, if a minute is left
 if [ "$(left)" -ge 60 ]; then
