@@ -1,6 +1,7 @@
 """The chapter-5 training recipe keeps the weights that score best on held-out training images."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -82,7 +83,6 @@ def test_sizes_nest_the_config_and_schedule_and_keep_the_data_consistent():
 def test_the_dropout_ablation_trains_one_run_per_rate_and_records_them(tmp_path):
     import importlib.util
     import json
-    import math
     from pathlib import Path
 
     path = Path(__file__).parents[1] / "tools" / "ablate_pixelcnn_dropout.py"
@@ -103,3 +103,30 @@ def test_the_dropout_ablation_trains_one_run_per_rate_and_records_them(tmp_path)
     assert a["valid_curve_nats"] != b["valid_curve_nats"]
     with pytest.raises(SystemExit):
         tool.main(["--smoke", "--dropout", "1.0"])
+
+
+def test_fit_with_the_gpu_profiles_compile_mode_trains_as_the_eager_fit():
+    """The `gpu` recipes compile their loss; on the CPU the same mode (no CUDA graphs here) must
+    train with weight averaging and selection as the eager loop does. With dropout the compiled
+    loss draws its own masks (inductor's generator), so that run is only required to train."""
+    mode = recipe.SIZES["gpu"].binary.schedule.compile
+    assert mode is not None
+
+    def fit(compile_mode, dropout):
+        sizes = tiny_sizes(steps=6, average=0.9, compile=compile_mode, log_every=1)
+        sizes.binary.model = dataclasses.replace(sizes.binary.model, dropout=dropout)
+        env = Setup(profile="smoke", device=torch.device("cpu"), seed=0)
+        torch.manual_seed(0)
+        _, hist, _, info = recipe.fit("binary", env, sizes, progress=False)
+        return hist.train, [e["valid_nll_nats"] for e in hist.eval], info["selected_step"]
+
+    from torch._dynamo.utils import counters
+
+    eager = fit(None, 0.0)
+    counters.clear()
+    compiled = fit(mode, 0.0)
+    assert counters["stats"]["unique_graphs"] > 0  # the loss did go through torch.compile
+    torch.testing.assert_close(compiled[:2], eager[:2], rtol=1e-5, atol=1e-6)
+    assert compiled[2] == eager[2]
+    train, valid, _ = fit(mode, 0.1)
+    assert len(train) == 6 and all(map(math.isfinite, train + valid)) and valid[-1] < valid[0]

@@ -458,14 +458,18 @@ def test_a_scaled_step_equals_an_unscaled_one():
 def test_a_compiled_loss_trains_as_the_eager_one():
     """``Schedule.compile`` changes how the loss runs, not what it computes: the same seeds give
     the same losses and weights (to float32 round-off), the time-planned step count too."""
+    from torch._dynamo.utils import counters
+
     data = _data()
     runs = {}
     for mode in (None, "default"):
         torch.manual_seed(0)
         model = Independent(6, 4)
         schedule = Schedule(steps=12, lr=0.05, log_every=1, compile=mode)
+        counters.clear()
         hist = train(model, _loss, Minibatches(data, batch_size=128, seed=0), schedule)
         runs[mode] = (hist.train, model.logits.detach().clone())
+        assert (counters["stats"]["unique_graphs"] > 0) == (mode is not None)  # it did compile
     assert len(runs["default"][0]) == 12
     torch.testing.assert_close(runs["default"][0], runs[None][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(runs["default"][1], runs[None][1], rtol=1e-5, atol=1e-5)
