@@ -86,7 +86,7 @@ def perturbation_dependency(
     of them.
     """
     x = x.flatten()
-    dep = None
+    columns = []
     for j in range(x.numel()):
         # Row 0 is x itself, in the same batch as its variants: on a GPU a batch of another
         # size may take other kernels (TF32, another reduction order), and the base would then
@@ -94,11 +94,9 @@ def perturbation_dependency(
         variants = x.repeat(num_classes, 1)
         variants[1:, j] = torch.tensor([c for c in range(num_classes) if c != int(x[j])])
         out = f(variants).float()
-        diff = (out[1:] - out[:1]).abs().reshape(out.shape[0] - 1, out.shape[1], -1)
-        if dep is None:
-            dep = torch.zeros(out.shape[1], x.numel(), dtype=torch.bool)
-        dep[:, j] = (diff.amax(dim=(0, 2)) > atol).cpu()
-    return dep
+        diff = (out[1:] - out[:1]).abs().reshape(num_classes - 1, out.shape[1], -1)
+        columns.append((diff.amax(dim=(0, 2)) > atol).cpu())
+    return torch.stack(columns, dim=1)
 
 
 def assert_causal(
