@@ -5,8 +5,8 @@
 autocast on CUDA, a step count planned from a time budget, periodic evaluation in float32,
 weight averaging, keeping the best weights on a named metric, and atomic checkpoints that a
 later call resumes from. :func:`evaluate_nll` scores a whole split; :func:`evaluating`,
-:func:`cpu_threads`, :class:`Stopwatch` and the :class:`Progress` bar are the small pieces the
-chapters share.
+:func:`exact_float32`, :func:`cpu_threads`, :class:`Stopwatch` and the :class:`Progress` bar
+are the small pieces the chapters share.
 """
 
 from __future__ import annotations
@@ -257,6 +257,25 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
                 yield model
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Float32 matrix products and convolutions without TF32 on CUDA for a block (the flags are
+    restored afterwards, also when the block raises).
+
+    :func:`arnb.setup` allows TF32 on CUDA (each product's inputs rounded to 10 bits of
+    mantissa): faster scoring, and harmless to a mean NLL. The samplers turn it off: two ways of
+    drawing from one generator (naive and cached, with and without a KV cache) compute the same
+    conditionals with differently shaped products, and must agree draw for draw. Plain float32
+    round-off (about 1e-7 relative) flips a draw far more rarely than TF32's (about 1e-3).
+    """
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, conv
 
 
 class Stopwatch:

@@ -22,6 +22,7 @@ from arnb.train import (
     cpu_threads,
     evaluate_nll,
     evaluating,
+    exact_float32,
     load_checkpoint,
     lr_at,
     plan_steps,
@@ -235,6 +236,76 @@ def test_evaluating_restores_the_training_flag_even_after_an_error():
         assert not model.training and not torch.is_grad_enabled()
         raise RuntimeError
     assert model.training and torch.is_grad_enabled()
+
+
+def _tf32() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.fixture
+def tf32_on():
+    """TF32 allowed, as arnb.setup leaves it on CUDA (the flags exist on every build)."""
+    before = _tf32()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_exact_float32_turns_tf32_off_and_restores_it_even_after_an_error(tf32_on):
+    with pytest.raises(RuntimeError), exact_float32():
+        assert _tf32() == (False, False)
+        raise RuntimeError
+    assert _tf32() == (True, True)
+
+
+def _gpt():
+    from arnb.models.gpt import GPT, GPTConfig
+
+    return GPT(GPTConfig(vocab_size=5, block_size=8, n_layer=1, n_head=2, n_embd=8))
+
+
+def _char_rnn():
+    from arnb.models.rnn_lm import CharRNN, RNNConfig
+
+    return CharRNN(RNNConfig(vocab_size=5, cell="gru", embed=4, hidden=8, layers=1))
+
+
+def _pixelcnn():
+    from arnb.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    cfg = PixelCNNConfig(channels=1, height=4, width=4, num_classes=2, hidden=4, layers=2)
+    return GatedPixelCNN(cfg)
+
+
+@pytest.mark.parametrize(
+    "build, kwargs",
+    [
+        (_gpt, dict(length=6, use_cache=True)),
+        (_gpt, dict(length=6, use_cache=False)),
+        (_char_rnn, dict(length=6, use_cache=True)),
+        (_char_rnn, dict(length=6, use_cache=False)),
+        (_pixelcnn, dict(method="naive")),
+        (_pixelcnn, dict(method="fast")),
+        (_pixelcnn, dict(method="cached")),
+    ],
+)
+def test_samplers_compute_without_tf32_and_restore_it(tf32_on, build, kwargs):
+    """Two samplers of one model agree draw for draw only if neither rounds to TF32 (a GPU's
+    default under arnb.setup): every forward pass inside ``sample`` sees it off."""
+    seen = []
+
+    class Products(torch.overrides.TorchFunctionMode):  # the flags at every product computed
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if any(k in name for k in ("conv", "linear", "matmul", "mm", "einsum", "gru")):
+                seen.append((name, _tf32()))
+            return func(*args, **(kwargs or {}))
+
+    model = build()
+    with Products():
+        model.sample(2, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert seen and {flags for _, flags in seen} == {(False, False)}, seen
+    assert _tf32() == (True, True)
 
 
 def test_evaluate_nll_matches_a_direct_computation():

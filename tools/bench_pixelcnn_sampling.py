@@ -9,8 +9,9 @@ every sampler draws the naive loop's images.
 Writes ``sampling.md`` (a Markdown table: seconds per call and the naive loop's time divided by
 each sampler's) and ``sampling.json`` to ``--out`` after every measurement, so a run cut short
 keeps what it measured. Exit status 1 if any sampler drew an image different from the naive
-loop's. The network is the recipe's, untrained: speed does not depend on the weights. TF32 is
-off (``--tf32`` turns it on): rounded products could flip draws and the images would differ.
+loop's. The network is the recipe's, untrained: speed does not depend on the weights. The
+samplers compute without TF32 (:func:`arnb.train.exact_float32`): rounded products could flip
+draws, and the images would differ.
 Every timing includes everything the call does (for the CUDA graph: recording it).
 """
 
@@ -76,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,4,16,64,256")
     ap.add_argument("--methods", default=None, help="default: naive,fast,cached[,cached-eager]")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--tf32", action="store_true", help="allow TF32 (the images may then differ)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: leave)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=None, help="images size x size (smoke runs)")
@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.backends.cuda.matmul.allow_tf32 = a.tf32
-    torch.backends.cudnn.allow_tf32 = a.tf32
     cfg = getattr(SIZES[profile], a.task).model
     if a.size:
         cfg = replace(cfg, height=a.size, width=a.size)
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"hidden": cfg.hidden, "layers": cfg.layers, "dilations": list(cfg.dilations)},
         "parameters": model.num_parameters(),
         "dtype": a.dtype,
-        "tf32": a.tf32,
+        "tf32": False,  # the samplers turn it off
         "methods": methods,
         "command": "python tools/bench_pixelcnn_sampling.py " + " ".join(sys.argv[1:]),
     }

@@ -34,7 +34,7 @@ from torch import nn
 
 from ..protocol import ARModule
 from ..sampling import check_sampling, filter_logits, sample_categorical
-from ..train import evaluating
+from ..train import evaluating, exact_float32
 from ..validation import as_indices, check_int, validation
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
@@ -405,8 +405,10 @@ class GPT(ARModule):
         The model reads BOS and at most ``block_size - 1`` tokens. When the text outgrows that
         window, both paths restart it at BOS and the last ``block_size // 2`` tokens (the cache
         is refilled once, then grows again), so ``use_cache=True`` and ``False`` condition on
-        exactly the same tokens and give the same output; only the amount of work differs.
-        Inputs are checked once per call; the loop itself never waits for the GPU.
+        exactly the same tokens and give the same output; only the amount of work differs (both
+        in float32 without TF32 on a GPU, :func:`arnb.train.exact_float32`, so that round-off
+        does not tip a near tie). Inputs are checked once per call; the loop itself never waits
+        for the GPU.
         """
         temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
         length = self.block_size if length is None else check_int(length, "length", low=1)
@@ -424,7 +426,7 @@ class GPT(ARModule):
             uniforms = torch.rand((length - start, x.shape[0]), generator=generator)
             uniforms = uniforms.to(self.device)
         first, cache = 0, None  # the model reads BOS and x[:, first:t] to predict x[:, t]
-        with evaluating(self), validation(False):
+        with evaluating(self), exact_float32(), validation(False):
             for t in steps:
                 if t - first + 1 > self.block_size:  # window full: restart it
                     first, cache = t - keep, None

@@ -44,17 +44,18 @@ from torch import nn
 
 from ..protocol import ARModule, fixed_length
 from ..sampling import sample_bernoulli, sample_categorical
-from ..train import evaluating
+from ..train import evaluating, exact_float32
 from ..validation import as_indices
 
 
 def _sampler(method):
     """Run a sampling method in evaluation mode without gradients (dropout off: every sampler
-    draws the same images whatever mode the model was left in); the mode is restored after."""
+    draws the same images whatever mode the model was left in) and in float32 without TF32
+    (:func:`arnb.train.exact_float32`); mode and flags are restored after."""
 
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
-        with evaluating(self):
+        with evaluating(self), exact_float32():
             return method(self, *args, **kwargs)
 
     return wrapped

@@ -21,7 +21,7 @@ import torch
 
 from ..protocol import ARModule
 from ..sampling import ancestral_sample, check_sampling, filter_logits
-from ..train import evaluating
+from ..train import evaluating, exact_float32
 from ..validation import as_indices, check_int, validation
 
 
@@ -101,5 +101,5 @@ class SequenceLM(ARModule):
             return filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
 
         # the prompt was checked; no range check (a GPU sync) per generated symbol
-        with evaluating(self), validation(False):
+        with evaluating(self), exact_float32(), validation(False):
             return ancestral_sample(filtered, x, start, generator=generator)
