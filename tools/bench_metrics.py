@@ -5,11 +5,12 @@ of tools/bench_pixelcnn_step.py) into a recipe-style metrics file for tools/resu
         book/results/metrics/pixelcnn-sampling-bench-gpu.json \\
         --commit d231a28 --dirty --date "2026-12-04 12:08" --env runs/gpu-session/env.txt
 
-The benchmarks run on the GPU machine from a copy of the working tree without ``.git``, so the
-commit, whether the tree had changes, and the date are given here; the device, torch and the
-command come from the benchmark's own JSON. Each row gains its ratios: the naive loop's seconds
-over each sampler's (``speedup.<method>``), or a setting's speed against the first setting's
-(``step_speedup``: milliseconds per step; ``image_speedup``: microseconds per image).
+The benchmarks run on the GPU machine from a copy of the working tree whose git metadata may be
+missing or behind, so the commit, whether the tree had changes, and the date are given here;
+the device, torch and the command come from the benchmark's own JSON. Each row gains its
+ratios: the naive loop's seconds over each sampler's (``speedup.<method>``), or a setting's speed
+against the first setting's (``step_speedup``: milliseconds per step; ``image_speedup``:
+microseconds per image).
 """
 
 from __future__ import annotations
