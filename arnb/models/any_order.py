@@ -117,11 +117,27 @@ class AnyOrderNet(BinaryAR):
     def _random_observed(self, n: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """For ``n`` images: a number ``t`` of observed pixels uniform in ``0..D-1`` and a random
         set of that size, as ``(n, D)`` 0/1 (a random order's first t entries)."""
-        d = self.dims
-        t = torch.randint(0, d, (n,), generator=generator)
-        ranks = torch.rand(n, d, generator=generator).argsort(-1)  # a random order per image
+        d, device = self.dims, self._draw_device(generator)
+        t = torch.randint(0, d, (n,), generator=generator, device=device)
+        ranks = torch.rand(n, d, generator=generator, device=device).argsort(-1)  # an order each
         observed = (ranks < t[:, None]).float()
         return observed.to(self.device), t.to(self.device)
+
+    def _random_unmasked(self, n: int, generator=None) -> torch.Tensor:
+        """For ``n`` images, ``(n, D)`` 0/1 with 0 where a pixel is masked: each image masks
+        each pixel with its own probability ``r ~ U(0, 1)``, and at least one pixel."""
+        d, device = self.dims, self._draw_device(generator)
+        r = torch.rand(n, 1, generator=generator, device=device)
+        hide = torch.rand(n, d, generator=generator, device=device) < r
+        one = torch.randint(0, d, (n,), generator=generator, device=device)
+        hide[torch.arange(n, device=device), one] = True
+        return (~hide).float().to(self.device)
+
+    def _draw_device(self, generator) -> torch.device:
+        """Where the random masks are drawn: the generator's device, else the model's. Training
+        passes no generator, and on a GPU a mask drawn (and sorted) on the CPU every step would
+        cost more than the step itself; on the CPU both give the same default stream."""
+        return generator.device if generator is not None else self.device
 
     def any_order_bound(self, x: torch.Tensor, generator=None) -> torch.Tensor:
         """One-sample estimate ``(B,)`` nats of ``E_sigma[-log p(x | sigma)] >= -log p(x)``."""
@@ -136,11 +152,7 @@ class AnyOrderNet(BinaryAR):
         """BERT-style loss (per masked pixel): each image masks each pixel with its own
         probability r ~ U(0, 1) (at least one pixel), each masked pixel is predicted alone."""
         x = self._check_input(x)
-        n, d = x.shape
-        r = torch.rand(n, 1, generator=generator)
-        hide = torch.rand(n, d, generator=generator) < r
-        hide[torch.arange(n), torch.randint(0, d, (n,), generator=generator)] = True
-        observed = (~hide).float().to(self.device)
+        observed = self._random_unmasked(x.shape[0], generator)
         logits = self.conditionals(x, observed)
         nll = F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none")
         return (nll * (1 - observed)).sum() / (1 - observed).sum()
