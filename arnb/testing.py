@@ -19,6 +19,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .train import exact_float32
+
 
 def all_configurations(dims: int, num_classes: int = 2) -> torch.Tensor:
     """Every sequence in ``{0..K-1}^D`` as a ``(K**D, D)`` long tensor, in lexicographic order."""
@@ -89,11 +91,13 @@ def perturbation_dependency(
     columns = []
     for j in range(x.numel()):
         # Row 0 is x itself, in the same batch as its variants: on a GPU a batch of another
-        # size may take other kernels (TF32, another reduction order), and the base would then
-        # differ from the variants' outputs by rounding alone, at every position.
+        # size may take other kernels (another reduction order), and the base would then differ
+        # from the variants' outputs by rounding alone, at every position. Strict float32 for
+        # the same reason: TF32's rounding (about 1e-3) is far above any useful ``atol``.
         variants = x.repeat(num_classes, 1)
         variants[1:, j] = torch.tensor([c for c in range(num_classes) if c != int(x[j])])
-        out = f(variants).float()
+        with exact_float32():
+            out = f(variants).float()
         diff = (out[1:] - out[:1]).abs().reshape(num_classes - 1, out.shape[1], -1)
         columns.append((diff.amax(dim=(0, 2)) > atol).cpu())
     return torch.stack(columns, dim=1)

@@ -80,11 +80,30 @@ def test_perturbation_probe(chain):
 
 def test_perturbation_probe_ignores_batch_size_round_off(chain):
     # A GPU may compute a batch of another size with other kernels: outputs that move with the
-    # batch size alone (as TF32 round-off did on an H200) are no dependence on any input.
+    # batch size alone are no dependence on any input.
     x = torch.tensor([1, 0, 2, 1])
     dep = perturbation_dependency(lambda t: chain(t) + 1e-3 * t.shape[0], x, 3, atol=1e-6)
     assert_causal(dep)
     assert torch.equal(dep, perturbation_dependency(chain, x, 3, atol=1e-6))
+
+
+def test_perturbation_probe_computes_without_tf32(chain):
+    """TF32's rounding (about 1e-3) would pass for a dependence at any useful atol: the probe
+    runs the model with TF32 off, and restores the flags after."""
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    seen = []
+
+    def f(t):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return chain(t)
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        perturbation_dependency(f, torch.tensor([1, 0, 2]), 3)
+        assert seen and set(seen) == {(False, False)}
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def test_sampler_probe(chain):
