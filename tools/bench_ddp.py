@@ -24,6 +24,7 @@ import torch
 import torch.multiprocessing as mp
 
 from arnb import distributed
+from arnb.data.files import write_atomic
 
 
 def _worker(rank: int, world: int, port: int, args, out: str) -> None:
@@ -118,9 +119,7 @@ def main() -> None:
             **env.record(),
             "cpu_threads": args.threads,  # per process; the parent's own count means nothing
         }
-        tmp = args.metrics.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(args.metrics)
+        write_atomic(args.metrics, (json.dumps(result, indent=2) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from arnb.data.files import write_atomic
+
 
 def sampling_rows(bench: dict) -> list[dict]:
     rows = []
@@ -78,9 +80,7 @@ def main() -> None:
         "date_utc": a.date,
         "gpu": a.env.read_text().splitlines()[0] if a.env else None,
     }
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(a.out)
+    write_atomic(a.out, (json.dumps(result, indent=2) + "\n").encode())
     print(f"wrote {a.out}: {recipe}, {len(rows)} rows")
 
 
