@@ -138,7 +138,7 @@ SIZES = {
     ),
     "cpu": Ch07Sizes(),
     # Not yet run on a GPU. Sized so that the notebook ends within one call and one collect call
-    # of tools/gpu_notebooks.sh (about 13 minutes, the device time of one session): at most
+    # of tools/gpu_notebooks.sh (570 + 230 s: one session's 15 minutes of device time): at most
     # 10 minutes of training, 7 of them for the 28x28 any-order net. The 4x4 nets need little
     # (8,000 steps of a narrower net reach the chapter's TV target on the CPU in 26 s). The
     # 88-nat target may need a longer budget (raise ``seconds``).
