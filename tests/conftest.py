@@ -2,6 +2,7 @@
 data)."""
 
 import pytest
+import torch
 
 from arnb.train import cpu_threads
 
@@ -14,3 +15,17 @@ def one_thread():
     """
     with cpu_threads(1):
         yield
+
+
+@pytest.fixture
+def tf32():
+    """TF32 allowed for the test, as arnb.setup leaves it on CUDA (the flags exist on every
+    build), and restored after. Returns a reader of the two flags: (matmul, cudnn)."""
+    before = _tf32_flags()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    yield _tf32_flags
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def _tf32_flags() -> tuple[bool, bool]:
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32

@@ -87,23 +87,18 @@ def test_perturbation_probe_ignores_batch_size_round_off(chain):
     assert torch.equal(dep, perturbation_dependency(chain, x, 3, atol=1e-6))
 
 
-def test_perturbation_probe_computes_without_tf32(chain):
+def test_perturbation_probe_computes_without_tf32(chain, tf32):
     """TF32's rounding (about 1e-3) would pass for a dependence at any useful atol: the probe
     runs the model with TF32 off, and restores the flags after."""
-    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     seen = []
 
     def f(t):
-        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        seen.append(tf32())
         return chain(t)
 
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
-        perturbation_dependency(f, torch.tensor([1, 0, 2]), 3)
-        assert seen and set(seen) == {(False, False)}
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    perturbation_dependency(f, torch.tensor([1, 0, 2]), 3)
+    assert seen and set(seen) == {(False, False)}
+    assert tf32() == (True, True)
 
 
 def test_sampler_probe(chain):

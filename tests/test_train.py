@@ -238,24 +238,11 @@ def test_evaluating_restores_the_training_flag_even_after_an_error():
     assert model.training and torch.is_grad_enabled()
 
 
-def _tf32() -> tuple[bool, bool]:
-    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-
-
-@pytest.fixture
-def tf32_on():
-    """TF32 allowed, as arnb.setup leaves it on CUDA (the flags exist on every build)."""
-    before = _tf32()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
-def test_exact_float32_turns_tf32_off_and_restores_it_even_after_an_error(tf32_on):
+def test_exact_float32_turns_tf32_off_and_restores_it_even_after_an_error(tf32):
     with pytest.raises(RuntimeError), exact_float32():
-        assert _tf32() == (False, False)
+        assert tf32() == (False, False)
         raise RuntimeError
-    assert _tf32() == (True, True)
+    assert tf32() == (True, True)
 
 
 def _gpt():
@@ -289,7 +276,7 @@ def _pixelcnn():
         (_pixelcnn, dict(method="cached")),
     ],
 )
-def test_samplers_compute_without_tf32_and_restore_it(tf32_on, build, kwargs):
+def test_samplers_compute_without_tf32_and_restore_it(tf32, build, kwargs):
     """Two samplers of one model agree draw for draw only if neither rounds to TF32 (a GPU's
     default under arnb.setup): every forward pass inside ``sample`` sees it off."""
     seen = []
@@ -298,14 +285,14 @@ def test_samplers_compute_without_tf32_and_restore_it(tf32_on, build, kwargs):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             name = getattr(func, "__name__", "")
             if any(k in name for k in ("conv", "linear", "matmul", "mm", "einsum", "gru")):
-                seen.append((name, _tf32()))
+                seen.append((name, tf32()))
             return func(*args, **(kwargs or {}))
 
     model = build()
     with Products():
         model.sample(2, generator=torch.Generator().manual_seed(0), **kwargs)
     assert seen and {flags for _, flags in seen} == {(False, False)}, seen
-    assert _tf32() == (True, True)
+    assert tf32() == (True, True)
 
 
 def test_evaluate_nll_matches_a_direct_computation():
